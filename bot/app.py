@@ -1,0 +1,174 @@
+"""``create_app(settings)`` wires everything; nothing lives at module level."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field
+
+import aiohttp
+from aiogram import Bot
+from aiogram.client.session.aiohttp import AiohttpSession
+from aiogram.client.telegram import TelegramAPIServer
+from aiohttp import web
+
+from bot.config import ConfigError, Settings
+from bot.crypto import TokenBox
+from bot.fb.graph import GraphClient
+from bot.handlers import facebook, ops
+from bot.handlers import telegram as tg
+from bot.intake import Intake
+from bot.metrics import Metrics
+from bot.outbox import Limit, Outbox, Pacer
+from bot.platforms.telegram import TelegramPlatform
+from bot.ports import ChatPlatform
+from bot.service import Service
+from bot.storage.db import Database
+from bot.worker import InboxWorker
+
+log = logging.getLogger(__name__)
+
+MAX_BODY = 1024 * 1024  # Facebook and Telegram deliveries are a few KB
+
+
+def pacer_for(settings: Settings) -> Pacer:
+    def per(rate: float, window: float) -> Limit:
+        return Limit(count=max(1, int(rate)), window=window)
+
+    return Pacer(
+        {
+            "tg:chat": per(settings.rate_telegram_group_per_min, 60.0),
+            "tg:global": per(settings.rate_telegram_global_per_sec, 1.0),
+            "slack:channel": per(settings.rate_slack_channel_per_sec, 1.0),
+            "fb:page": per(settings.rate_fb_page_per_min, 60.0),
+        }
+    )
+
+
+@dataclass
+class Components:
+    settings: Settings
+    db: Database
+    metrics: Metrics
+    service: Service
+    intake: Intake
+    worker: InboxWorker
+    outbox: Outbox
+    http: aiohttp.ClientSession | None = None
+    graph: GraphClient | None = None
+    bot: Bot | None = None
+    telegram: tg.TelegramHandler | None = None
+    background: list[asyncio.Task[None]] = field(default_factory=list)
+    stop_polling: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+COMPONENTS = web.AppKey("components", Components)
+
+
+def create_app(settings: Settings, *, outbox_base_delay: float = 1.0) -> web.Application:
+    db = Database(settings.database_url)
+    metrics = Metrics()
+    tokens = TokenBox(settings.secret_key.get_secret_value()) if settings.secret_key else None
+    platforms: dict[str, ChatPlatform] = {}
+    service = Service(db, None, platforms, tokens, metrics)
+    worker = InboxWorker(db, {}, metrics)
+    intake = Intake(db, on_stored=worker.wake)
+    outbox = Outbox(
+        db,
+        service.execute,
+        service.job_failed,
+        metrics,
+        pacer_for(settings),
+        base_delay=outbox_base_delay,
+    )
+    service.on_enqueued = outbox.wake
+    c = Components(settings, db, metrics, service, intake, worker, outbox)
+
+    app = web.Application(client_max_size=MAX_BODY)
+    app[COMPONENTS] = c
+    app.router.add_get("/healthz", ops.healthz)
+    app.router.add_get("/readyz", ops.readyz_handler(db))
+    app.router.add_get("/metrics", ops.metrics_handler(metrics))
+    app.router.add_get(
+        "/webhooks/facebook",
+        facebook.verify_handler(
+            settings.fb_verify_token.get_secret_value() if settings.fb_verify_token else None
+        ),
+    )
+    app.router.add_post(
+        "/webhooks/facebook",
+        facebook.delivery_handler(
+            settings.fb_app_secret.get_secret_value() if settings.fb_app_secret else None,
+            intake,
+            metrics,
+        ),
+    )
+    if settings.telegram_webhook_secret is not None:
+        app.router.add_post(
+            "/webhooks/telegram",
+            tg.webhook_handler(
+                settings.telegram_webhook_secret.get_secret_value(), intake, metrics
+            ),
+        )
+    app.on_startup.append(_startup)
+    app.on_cleanup.append(_cleanup)
+    return app
+
+
+async def _startup(app: web.Application) -> None:
+    c = app[COMPONENTS]
+    s = c.settings
+    await c.db.migrate()
+    async with c.db.read() as session:
+        if c.service.tokens is None and await c.service.repo.pages.any_connected(session):
+            raise ConfigError("SECRET_KEY: required once a page is connected")
+    c.http = aiohttp.ClientSession()
+    c.graph = GraphClient(s.fb_graph_url, s.fb_api_version, c.http)
+    c.service.graph = c.graph
+    c.worker.register("facebook", c.service.handle_facebook_item)
+    if s.telegram_bot_token is not None:
+        tg_session = AiohttpSession(api=TelegramAPIServer.from_base(s.telegram_api_url))
+        c.bot = Bot(s.telegram_bot_token.get_secret_value(), session=tg_session)
+        c.service.platforms["telegram"] = TelegramPlatform(c.bot)
+        c.telegram = tg.TelegramHandler(c.bot, c.service, c.graph, s)
+        c.worker.register("telegram", c.telegram.handle_item)
+        try:
+            await tg.start_telegram(c.bot, s)
+        except Exception as e:
+            # Telegram being down must not keep Facebook deliveries from being stored.
+            log.error("Telegram setup failed; will still serve", extra={"error": str(e)})
+        if not s.telegram_webhook_mode:
+            c.background.append(
+                asyncio.create_task(tg.poll_updates(c.bot, c.intake, c.stop_polling))
+            )
+    c.intake.start()
+    c.worker.start()
+    await c.outbox.start()
+    log.info(
+        "pagedesk started",
+        extra={
+            "telegram": "webhook"
+            if s.telegram_webhook_mode
+            else ("polling" if s.telegram_enabled else "off"),
+            "facebook": s.facebook_enabled,
+        },
+    )
+
+
+async def _cleanup(app: web.Application) -> None:
+    """Graceful stop: store what was handed in, finish what is in flight, keep the rest."""
+    c = app[COMPONENTS]
+    c.stop_polling.set()
+    for t in c.background:
+        t.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await t
+    await c.intake.close()
+    await c.worker.stop()
+    await c.outbox.stop()
+    if c.bot is not None:
+        await c.bot.session.close()
+    if c.http is not None:
+        await c.http.close()
+    await c.db.close()

@@ -1,0 +1,66 @@
+"""Domain events and values: what the edges turn platform payloads into. Pure data."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+
+@dataclass(frozen=True)
+class FbUser:
+    id: str
+    name: str | None = None
+
+
+@dataclass(frozen=True)
+class CommentEvent:
+    """A feed change about a comment. ``verb``: add, edited, remove, hide, unhide."""
+
+    page_id: str
+    post_id: str
+    comment_id: str
+    parent_id: str | None
+    verb: str
+    author: FbUser
+    text: str
+    created_time: datetime
+
+    @property
+    def is_reply(self) -> bool:
+        return self.parent_id is not None and self.parent_id != self.post_id
+
+
+@dataclass(frozen=True)
+class PostRemovedEvent:
+    page_id: str
+    post_id: str
+
+
+@dataclass(frozen=True)
+class MessengerEvent:
+    """A direct message to the page (or, with ``is_echo``, one the page sent)."""
+
+    page_id: str
+    sender_id: str
+    recipient_id: str
+    mid: str
+    text: str
+    timestamp: datetime
+    is_echo: bool = False
+
+
+FacebookEvent = CommentEvent | PostRemovedEvent | MessengerEvent
+
+
+@dataclass(frozen=True)
+class PostInfo:
+    id: str
+    text: str
+    url: str | None
+    created_time: datetime | None
+
+
+@dataclass(frozen=True)
+class PageInfo:
+    id: str
+    name: str

@@ -1,0 +1,301 @@
+"""A local Telegram Bot API: forum topics, messages, reactions, chat members, updates.
+
+With ``enforce_limits`` it answers 429 with ``retry_after`` the way Telegram does when a
+bot sends more than the group or global limits allow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections import defaultdict, deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from bot.emulators.base import Call, FakeServer, read_params
+
+BOT_USER = {"id": 7530215388, "is_bot": True, "first_name": "Pagedesk", "username": "pagedesk_bot"}
+
+
+@dataclass
+class FakeChat:
+    id: int
+    title: str
+    is_forum: bool = True
+    admins: set[int] = field(default_factory=set)
+    topics: dict[int, dict[str, Any]] = field(default_factory=dict)
+    messages: dict[int, dict[str, Any]] = field(default_factory=dict)
+    reactions: dict[int, list[str]] = field(default_factory=dict)
+
+
+class FakeTelegram(FakeServer):
+    def __init__(
+        self,
+        token: str = "123456:TEST-token",
+        *,
+        enforce_limits: bool = False,
+        group_per_min: int = 20,
+        global_per_sec: int = 30,
+    ) -> None:
+        super().__init__()
+        self.token = token
+        self.chats: dict[int, FakeChat] = {}
+        self.private: list[dict[str, Any]] = []
+        self.updates: list[dict[str, Any]] = []
+        self.webhook: dict[str, Any] | None = None
+        self.enforce_limits = enforce_limits
+        self.group_per_min = group_per_min
+        self.global_per_sec = global_per_sec
+        self.throttled = 0
+        self._sent_group: dict[int, deque[float]] = defaultdict(deque)
+        self._sent_all: deque[float] = deque()
+        self._ids = itertools.count(100)
+        self._update_ids = itertools.count(5000)
+        self.app.router.add_post("/bot{token}/{method}", self._handle)
+
+    def add_chat(
+        self, chat_id: int, title: str, *, is_forum: bool = True, admins: set[int] | None = None
+    ) -> FakeChat:
+        chat = FakeChat(chat_id, title, is_forum, admins or set())
+        self.chats[chat_id] = chat
+        return chat
+
+    def chat_json(self, chat: FakeChat) -> dict[str, Any]:
+        out: dict[str, Any] = {"id": chat.id, "title": chat.title, "type": "supergroup"}
+        if chat.is_forum:
+            out["is_forum"] = True
+        return out
+
+    def user_message(
+        self,
+        chat_id: int,
+        user: dict[str, Any],
+        text: str,
+        *,
+        thread_id: int | None = None,
+        reply_to: int | None = None,
+    ) -> dict[str, Any]:
+        """An update as Telegram would send it for a person writing in the chat; topic
+        messages carry the implicit reply to the topic's creation message."""
+        chat = self.chats[chat_id]
+        mid = next(self._ids)
+        msg: dict[str, Any] = {
+            "message_id": mid,
+            "from": user,
+            "chat": self.chat_json(chat),
+            "date": int(time.time()),
+            "text": text,
+        }
+        if text.startswith("/"):
+            msg["entities"] = [{"offset": 0, "length": len(text.split()[0]), "type": "bot_command"}]
+        if thread_id is not None:
+            msg["message_thread_id"] = thread_id
+            msg["is_topic_message"] = True
+            target = reply_to if reply_to is not None else thread_id
+            replied = chat.messages.get(target) or {
+                "message_id": thread_id,
+                "date": int(time.time()),
+                "chat": self.chat_json(chat),
+                "message_thread_id": thread_id,
+                "forum_topic_created": {
+                    "name": chat.topics.get(thread_id, {}).get("name", "t"),
+                    "icon_color": 7322096,
+                },
+                "is_topic_message": True,
+            }
+            msg["reply_to_message"] = replied
+        chat.messages[mid] = {**msg, "reply_to_message": None}
+        return {"update_id": next(self._update_ids), "message": msg}
+
+    def thread_messages(self, chat_id: int, thread_id: int) -> list[dict[str, Any]]:
+        return [
+            m
+            for m in self.chats[chat_id].messages.values()
+            if m.get("message_thread_id") == thread_id
+            and m.get("from", {}).get("is_bot")
+            and "text" in m
+        ]
+
+    def _throttle(self, chat_id: int) -> int | None:
+        now = time.monotonic()
+        group = self._sent_group[chat_id]
+        while group and group[0] <= now - 60:
+            group.popleft()
+        while self._sent_all and self._sent_all[0] <= now - 1:
+            self._sent_all.popleft()
+        if len(group) >= self.group_per_min:
+            return max(1, int(group[0] + 60 - now) + 1)
+        if len(self._sent_all) >= self.global_per_sec:
+            return 1
+        group.append(now)
+        self._sent_all.append(now)
+        return None
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        method = request.match_info["method"]
+        params = await read_params(request)
+        self.calls.append(Call(method, params, dict(request.headers)))
+        if request.match_info["token"] != self.token:
+            return web.json_response(
+                {"ok": False, "error_code": 401, "description": "Unauthorized"}, status=401
+            )
+        scripted = await self.scripted(request, method)
+        if scripted is not None:
+            return scripted
+        handler = getattr(self, f"m_{method}", None)
+        if handler is None:
+            return web.json_response({"ok": True, "result": True})
+        if method in ("sendMessage", "createForumTopic") and self.enforce_limits:
+            wait = self._throttle(int(params["chat_id"]))
+            if wait is not None:
+                self.throttled += 1
+                return web.json_response(
+                    {
+                        "ok": False,
+                        "error_code": 429,
+                        "description": f"Too Many Requests: retry after {wait}",
+                        "parameters": {"retry_after": wait},
+                    },
+                    status=429,
+                )
+        try:
+            result = await handler(params)
+        except LookupError as e:
+            return web.json_response(
+                {"ok": False, "error_code": 400, "description": f"Bad Request: {e.args[0]}"},
+                status=400,
+            )
+        return web.json_response({"ok": True, "result": result})
+
+    def _chat(self, params: dict[str, Any]) -> FakeChat:
+        chat = self.chats.get(int(params["chat_id"]))
+        if chat is None:
+            raise LookupError("chat not found")
+        return chat
+
+    async def m_getMe(self, params: dict[str, Any]) -> Any:
+        return BOT_USER
+
+    async def m_setWebhook(self, params: dict[str, Any]) -> Any:
+        self.webhook = params
+        return True
+
+    async def m_deleteWebhook(self, params: dict[str, Any]) -> Any:
+        self.webhook = None
+        return True
+
+    async def m_getUpdates(self, params: dict[str, Any]) -> Any:
+        offset = int(params.get("offset", 0) or 0)
+        deadline = time.monotonic() + min(float(params.get("timeout", 0) or 0), 0.2)
+        while True:
+            pending = [u for u in self.updates if u["update_id"] >= offset]
+            if pending or time.monotonic() >= deadline:
+                return pending
+            await asyncio.sleep(0.02)
+
+    async def m_createForumTopic(self, params: dict[str, Any]) -> Any:
+        chat = self._chat(params)
+        if not chat.is_forum:
+            raise LookupError("the chat is not a forum")
+        tid = next(self._ids)
+        topic = {
+            "message_thread_id": tid,
+            "name": params["name"],
+            "icon_color": 7322096,
+            "closed": False,
+        }
+        chat.topics[tid] = topic
+        chat.messages[tid] = {
+            "message_id": tid,
+            "from": BOT_USER,
+            "chat": self.chat_json(chat),
+            "date": int(time.time()),
+            "message_thread_id": tid,
+            "forum_topic_created": {"name": params["name"], "icon_color": 7322096},
+            "is_topic_message": True,
+        }
+        return {k: v for k, v in topic.items() if k != "closed"}
+
+    async def m_sendMessage(self, params: dict[str, Any]) -> Any:
+        chat_id = int(params["chat_id"])
+        if chat_id > 0 and chat_id not in self.chats:
+            self.private.append(params)
+            return {
+                "message_id": next(self._ids),
+                "chat": {"id": chat_id, "type": "private"},
+                "date": int(time.time()),
+                "text": params["text"],
+            }
+        chat = self._chat(params)
+        thread = params.get("message_thread_id")
+        if thread is not None and int(thread) not in chat.topics:
+            raise LookupError("message thread not found")
+        mid = next(self._ids)
+        msg: dict[str, Any] = {
+            "message_id": mid,
+            "from": BOT_USER,
+            "chat": self.chat_json(chat),
+            "date": int(time.time()),
+            "text": params["text"],
+        }
+        if thread is not None:
+            msg["message_thread_id"] = int(thread)
+            msg["is_topic_message"] = True
+        reply = params.get("reply_parameters")
+        if isinstance(reply, dict):
+            msg["reply_to_message_id"] = reply.get("message_id")
+        chat.messages[mid] = msg
+        return msg
+
+    async def m_editMessageText(self, params: dict[str, Any]) -> Any:
+        chat = self._chat(params)
+        msg = chat.messages.get(int(params["message_id"]))
+        if msg is None:
+            raise LookupError("message to edit not found")
+        msg["text"] = params["text"]
+        msg["edit_date"] = int(time.time())
+        return msg
+
+    async def m_closeForumTopic(self, params: dict[str, Any]) -> Any:
+        self._chat(params).topics[int(params["message_thread_id"])]["closed"] = True
+        return True
+
+    async def m_reopenForumTopic(self, params: dict[str, Any]) -> Any:
+        self._chat(params).topics[int(params["message_thread_id"])]["closed"] = False
+        return True
+
+    async def m_setMessageReaction(self, params: dict[str, Any]) -> Any:
+        chat = self._chat(params)
+        emojis = [r.get("emoji", "") for r in params.get("reaction") or []]
+        chat.reactions[int(params["message_id"])] = emojis
+        return True
+
+    async def m_getChatMember(self, params: dict[str, Any]) -> Any:
+        chat = self._chat(params)
+        uid = int(params["user_id"])
+        status = "administrator" if uid in chat.admins else "member"
+        user = {"id": uid, "is_bot": False, "first_name": f"user{uid}"}
+        if status == "administrator":
+            return {
+                "status": status,
+                "user": user,
+                "can_be_edited": False,
+                "is_anonymous": False,
+                "can_manage_chat": True,
+                "can_delete_messages": True,
+                "can_manage_video_chats": True,
+                "can_restrict_members": True,
+                "can_promote_members": False,
+                "can_change_info": True,
+                "can_invite_users": True,
+                "can_post_stories": True,
+                "can_edit_stories": True,
+                "can_delete_stories": True,
+                "can_send_welcome_messages": True,
+                "can_manage_topics": True,
+                "can_pin_messages": True,
+            }
+        return {"status": status, "user": user}

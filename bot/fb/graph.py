@@ -1,0 +1,220 @@
+"""Our Graph API client: one aiohttp session, errors mapped to what the outbox can act on."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import aiohttp
+
+from bot.domain import PostInfo
+from bot.errors import DeliveryError
+
+log = logging.getLogger(__name__)
+
+# Graph throttling codes: app (4), user (17), page (32), custom (613), page BUC (80001…).
+THROTTLE_CODES = frozenset({4, 17, 32, 613, 80000, 80001, 80002, 80003, 80004, 80005, 80006})
+
+
+@dataclass(frozen=True)
+class PageAccount:
+    id: str
+    name: str
+    access_token: str
+
+
+class GraphError(DeliveryError):
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int,
+        code: int | None = None,
+        subcode: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        self.status = status
+        self.code = code
+        self.subcode = subcode
+        throttled = code in THROTTLE_CODES or status == 429
+        retryable = throttled or status >= 500 or code in (1, 2)
+        token_invalid = code == 190 or (code == 102)
+        if code == 100 and subcode == 33:
+            reason = f"the comment no longer exists or cannot be answered ({message})"
+        elif token_invalid:
+            reason = f"the page token is no longer valid: reconnect the page ({message})"
+        elif throttled:
+            reason = f"Facebook is rate limiting the page ({message})"
+        else:
+            reason = message
+        if code is not None:
+            reason += f" [code {code}" + (f"/{subcode}" if subcode else "") + "]"
+        if throttled and retry_after is None:
+            retry_after = 60.0
+        super().__init__(
+            reason, retryable=retryable, retry_after=retry_after, token_invalid=token_invalid
+        )
+
+
+def _usage_wait(headers: Any) -> float | None:
+    """Minutes until the page may call again, from X-Business-Use-Case-Usage, in seconds."""
+    raw = headers.get("X-Business-Use-Case-Usage")
+    if not raw:
+        return None
+    try:
+        usage = json.loads(raw)
+    except ValueError:
+        return None
+    waits = [
+        float(item.get("estimated_time_to_regain_access") or 0) * 60
+        for items in usage.values()
+        if isinstance(items, list)
+        for item in items
+        if isinstance(item, dict)
+    ]
+    wait = max(waits, default=0.0)
+    return wait or None
+
+
+class GraphClient:
+    def __init__(self, base_url: str, version: str, session: aiohttp.ClientSession) -> None:
+        self._base = f"{base_url.rstrip('/')}/{version}"
+        self._session = session
+
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        token: str,
+        *,
+        params: dict[str, str] | None = None,
+        data: dict[str, str] | None = None,
+        json_body: dict[str, Any] | None = None,
+    ) -> Any:
+        query = {**(params or {}), "access_token": token}
+        url = f"{self._base}/{path.lstrip('/')}"
+        try:
+            async with self._session.request(
+                method,
+                url,
+                params=query if method == "GET" else {"access_token": token},
+                data=data,
+                json=json_body,
+                timeout=aiohttp.ClientTimeout(total=30),
+            ) as resp:
+                text = await resp.text()
+                status = resp.status
+                wait = _usage_wait(resp.headers)
+        except (aiohttp.ClientError, TimeoutError) as e:
+            raise DeliveryError(
+                f"Facebook could not be reached ({type(e).__name__})", retryable=True
+            ) from None
+        try:
+            body = json.loads(text) if text else {}
+        except ValueError:
+            body = None
+        if status >= 400 or (isinstance(body, dict) and "error" in body):
+            err = body.get("error") if isinstance(body, dict) else None
+            if isinstance(err, dict):
+                raise GraphError(
+                    str(err.get("message") or f"HTTP {status}"),
+                    status=status,
+                    code=err.get("code") if isinstance(err.get("code"), int) else None,
+                    subcode=(
+                        err.get("error_subcode")
+                        if isinstance(err.get("error_subcode"), int)
+                        else None
+                    ),
+                    retry_after=wait,
+                )
+            raise GraphError(f"HTTP {status} from Facebook", status=status, retry_after=wait)
+        if body is None:
+            raise DeliveryError("Facebook answered with something that is not JSON", retryable=True)
+        return body
+
+    async def me(self, token: str) -> dict[str, Any]:
+        result: dict[str, Any] = await self._call("GET", "me", token, params={"fields": "id,name"})
+        return result
+
+    async def accounts(self, user_token: str) -> list[PageAccount]:
+        """Pages the token can act for, following ``paging.next`` cursors."""
+        pages: list[PageAccount] = []
+        params = {"fields": "id,name,access_token", "limit": "100"}
+        for _ in range(50):
+            body = await self._call("GET", "me/accounts", user_token, params=params)
+            for item in body.get("data") or []:
+                if isinstance(item, dict) and item.get("id") and item.get("access_token"):
+                    pages.append(
+                        PageAccount(
+                            str(item["id"]), str(item.get("name", "")), item["access_token"]
+                        )
+                    )
+            after = ((body.get("paging") or {}).get("cursors") or {}).get("after")
+            if not (body.get("paging") or {}).get("next") or not after:
+                break
+            params = {**params, "after": str(after)}
+        return pages
+
+    async def subscribe_app(self, page_id: str, page_token: str, fields: list[str]) -> None:
+        await self._call(
+            "POST",
+            f"{page_id}/subscribed_apps",
+            page_token,
+            data={"subscribed_fields": ",".join(fields)},
+        )
+
+    async def subscribed_fields(self, page_id: str, page_token: str) -> list[str]:
+        body = await self._call("GET", f"{page_id}/subscribed_apps", page_token)
+        fields: list[str] = []
+        for app in body.get("data") or []:
+            fields.extend(app.get("subscribed_fields") or [])
+        return fields
+
+    async def post(self, post_id: str, page_token: str) -> PostInfo:
+        body = await self._call(
+            "GET",
+            post_id,
+            page_token,
+            params={"fields": "id,message,created_time,permalink_url"},
+        )
+        created = None
+        if isinstance(body.get("created_time"), str):
+            try:
+                created = datetime.strptime(body["created_time"], "%Y-%m-%dT%H:%M:%S%z")
+                created = created.astimezone(UTC)
+            except ValueError:
+                created = None
+        return PostInfo(
+            id=post_id,
+            text=str(body.get("message") or ""),
+            url=body.get("permalink_url"),
+            created_time=created,
+        )
+
+    async def profile(self, user_id: str, page_token: str) -> tuple[str | None, str | None]:
+        """Name and picture URL of a person, when Facebook lets the page see them."""
+        body = await self._call("GET", user_id, page_token, params={"fields": "name,picture"})
+        picture = ((body.get("picture") or {}).get("data") or {}).get("url")
+        return body.get("name"), picture
+
+    async def reply_to_comment(self, comment_id: str, text: str, page_token: str) -> str:
+        body = await self._call(
+            "POST", f"{comment_id}/comments", page_token, data={"message": text}
+        )
+        return str(body["id"])
+
+    async def send_message(self, psid: str, text: str, page_token: str) -> str:
+        body = await self._call(
+            "POST",
+            "me/messages",
+            page_token,
+            json_body={
+                "recipient": {"id": psid},
+                "messaging_type": "RESPONSE",
+                "message": {"text": text},
+            },
+        )
+        return str(body.get("message_id", ""))

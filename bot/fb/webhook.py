@@ -1,0 +1,124 @@
+"""Turn a Page webhook delivery into domain events: every entry, every change, every message."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+from bot.domain import CommentEvent, FacebookEvent, FbUser, MessengerEvent, PostRemovedEvent
+
+log = logging.getLogger(__name__)
+
+
+class MalformedDelivery(ValueError):
+    pass
+
+
+def _time(value: Any) -> datetime:
+    if isinstance(value, int | float):
+        # feed changes give seconds, Messenger gives milliseconds
+        seconds = value / 1000 if value > 10_000_000_000 else value
+        return datetime.fromtimestamp(seconds, UTC)
+    if isinstance(value, str):
+        try:
+            return datetime.strptime(value, "%Y-%m-%dT%H:%M:%S%z").astimezone(UTC)
+        except ValueError:
+            pass
+    return datetime.now(UTC)
+
+
+def _str(value: Any) -> str | None:
+    if isinstance(value, str | int) and not isinstance(value, bool):
+        return str(value)
+    return None
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def parse_delivery(body: Any) -> list[FacebookEvent]:
+    """Parse a decoded delivery. Items we do not handle are skipped with a debug line;
+    a body that is not a Page delivery at all raises MalformedDelivery."""
+    if not isinstance(body, dict) or not isinstance(body.get("entry"), list):
+        raise MalformedDelivery("not a webhook delivery: no entry list")
+    if body.get("object") not in (None, "page"):
+        raise MalformedDelivery(f"object {body.get('object')!r} is not 'page'")
+    events: list[FacebookEvent] = []
+    for entry in body["entry"]:
+        if not isinstance(entry, dict):
+            continue
+        page_id = _str(entry.get("id"))
+        if page_id is None:
+            continue
+        for change in entry.get("changes") or []:
+            ev = _parse_change(page_id, change)
+            if ev is not None:
+                events.append(ev)
+        for item in entry.get("messaging") or []:
+            mev = _parse_messaging(page_id, item)
+            if mev is not None:
+                events.append(mev)
+    return events
+
+
+def _parse_change(page_id: str, change: Any) -> FacebookEvent | None:
+    if not isinstance(change, dict) or change.get("field") != "feed":
+        return None
+    value = change.get("value")
+    if not isinstance(value, dict):
+        return None
+    item, verb = value.get("item"), value.get("verb")
+    post_id = _str(value.get("post_id"))
+    if item in ("post", "status", "photo", "video", "share") and verb == "remove" and post_id:
+        return PostRemovedEvent(page_id=page_id, post_id=post_id)
+    if item != "comment":
+        log.debug("feed item ignored", extra={"item": item, "verb": verb})
+        return None
+    comment_id = _str(value.get("comment_id"))
+    if comment_id is None or post_id is None or not isinstance(verb, str):
+        log.warning("comment change without ids ignored")
+        return None
+    raw_from = value.get("from")
+    sender: dict[str, Any] = raw_from if isinstance(raw_from, dict) else {}
+    author_id = _str(sender.get("id")) or ""
+    name = sender.get("name") if isinstance(sender.get("name"), str) else None
+    message = value.get("message")
+    return CommentEvent(
+        page_id=page_id,
+        post_id=post_id,
+        comment_id=comment_id,
+        parent_id=_str(value.get("parent_id")),
+        verb=verb,
+        author=FbUser(author_id, name),
+        text=message if isinstance(message, str) else "",
+        created_time=_time(value.get("created_time")),
+    )
+
+
+def _parse_messaging(page_id: str, item: Any) -> MessengerEvent | None:
+    if not isinstance(item, dict):
+        return None
+    message = item.get("message")
+    if not isinstance(message, dict):
+        return None  # deliveries, reads, postbacks: nothing for staff to see
+    sender = _str(_dict(item.get("sender")).get("id"))
+    recipient = _str(_dict(item.get("recipient")).get("id"))
+    mid = _str(message.get("mid"))
+    if not sender or not recipient or not mid:
+        return None
+    raw_text = message.get("text")
+    text: str = raw_text if isinstance(raw_text, str) else ""
+    if not text and message.get("attachments"):
+        kinds = [str(a.get("type", "file")) for a in message["attachments"] if isinstance(a, dict)]
+        text = "[" + ", ".join(kinds or ["attachment"]) + "]"
+    return MessengerEvent(
+        page_id=page_id,
+        sender_id=sender,
+        recipient_id=recipient,
+        mid=mid,
+        text=text,
+        timestamp=_time(item.get("timestamp")),
+        is_echo=bool(message.get("is_echo")),
+    )

@@ -1,0 +1,41 @@
+"""Prometheus counters, one registry per app (no module-level state)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.deliveries = Counter(
+            "pagedesk_deliveries", "Webhook deliveries accepted", ["source"], registry=r
+        )
+        self.rejected = Counter(
+            "pagedesk_deliveries_rejected",
+            "Webhook deliveries refused",
+            ["source", "reason"],
+            registry=r,
+        )
+        self.tasks_opened = Counter("pagedesk_tasks_opened", "Tasks opened", registry=r)
+        self.relayed = Counter(
+            "pagedesk_messages_relayed", "Customer messages relayed to chat", registry=r
+        )
+        self.answers = Counter(
+            "pagedesk_answers", "Staff answers to Facebook", ["result"], registry=r
+        )
+        self.outbox_backlog = Gauge("pagedesk_outbox_backlog", "Outbox jobs waiting", registry=r)
+        self.inbox_backlog = Gauge(
+            "pagedesk_inbox_backlog", "Stored deliveries not yet processed", registry=r
+        )
+        self.outbox_retries = Counter(
+            "pagedesk_outbox_retries", "Outbox calls retried", ["kind"], registry=r
+        )
+        self.outbox_failed = Counter(
+            "pagedesk_outbox_failed", "Outbox jobs failed for good", ["kind"], registry=r
+        )
+
+    def render(self) -> bytes:
+        data: bytes = generate_latest(self.registry)
+        return data

@@ -1,0 +1,237 @@
+"""The outbox: every call to a platform is a stored job, run with retries and pacing.
+
+Jobs of one lane (one task's chat thread, one task's Facebook answers) run one at a time in
+id order, so the messages of a task keep their order. Lanes run concurrently. A job whose
+call succeeded but whose result was not yet recorded when the process died runs again on
+restart: at most one duplicate per call in flight at the moment of a crash.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from bot.errors import DeliveryError
+from bot.metrics import Metrics
+from bot.storage.db import Database
+from bot.storage.models import OutboxJob
+from bot.storage.repositories import OutboxRepository
+
+log = logging.getLogger(__name__)
+
+Executor = Callable[[OutboxJob], Awaitable[None]]
+FailureHandler = Callable[[OutboxJob, DeliveryError], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Limit:
+    count: int
+    window: float  # seconds
+
+
+class Pacer:
+    """Sliding-window limits per destination (``tg:chat:-100…``, ``fb:page:…``, ``tg:global``).
+
+    A job asks for all of its keys at once and gets either a go (the sends are counted)
+    or the time to wait, so that we stay below the platforms' limits instead of hitting them.
+    """
+
+    def __init__(self, limits: dict[str, Limit]) -> None:
+        self._limits = limits
+        self._sent: dict[str, deque[float]] = {}
+
+    def _limit(self, key: str) -> Limit | None:
+        for prefix, limit in self._limits.items():
+            if key == prefix or key.startswith(prefix + ":"):
+                return limit
+        return None
+
+    def reserve(self, keys: list[str], now: float) -> float:
+        wait = 0.0
+        for key in keys:
+            limit = self._limit(key)
+            if limit is None:
+                continue
+            sent = self._sent.setdefault(key, deque())
+            while sent and sent[0] <= now - limit.window:
+                sent.popleft()
+            if len(sent) >= limit.count:
+                wait = max(wait, sent[0] + limit.window - now)
+        if wait > 0:
+            return wait
+        for key in keys:
+            if self._limit(key) is not None:
+                self._sent.setdefault(key, deque()).append(now)
+        return 0.0
+
+
+def backoff(attempt: int, base: float = 1.0, cap: float = 600.0) -> float:
+    """Exponential backoff with full jitter."""
+    return random.uniform(base / 2, min(cap, base * 2.0**attempt))
+
+
+class Outbox:
+    def __init__(
+        self,
+        db: Database,
+        execute: Executor,
+        on_failed: FailureHandler,
+        metrics: Metrics,
+        pacer: Pacer,
+        *,
+        concurrency: int = 16,
+        max_attempts: int = 10,
+        base_delay: float = 1.0,
+    ) -> None:
+        self._db = db
+        self._repo = OutboxRepository()
+        self._execute = execute
+        self._on_failed = on_failed
+        self._metrics = metrics
+        self._pacer = pacer
+        self._concurrency = concurrency
+        self._max_attempts = max_attempts
+        self._base_delay = base_delay
+        self._wake = asyncio.Event()
+        self._running: dict[str, asyncio.Task[None]] = {}
+        self._not_before: dict[str, float] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self.idle = asyncio.Event()
+        self.lease = 300.0
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def start(self) -> None:
+        if self._db.is_sqlite:
+            # SQLite serves one process: a lease still held was held by a dead process.
+            async with self._db.write() as s:
+                await self._repo.release_all(s)
+        self._task = asyncio.create_task(self._run(), name="outbox")
+
+    async def stop(self, timeout: float = 10.0) -> None:
+        """Let calls in flight finish (or time out); what has not run stays in the table."""
+        self._stopping = True
+        self._wake.set()
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._running:
+            _, pending = await asyncio.wait(list(self._running.values()), timeout=timeout)
+            for t in pending:
+                t.cancel()
+            if pending:
+                await asyncio.wait(pending)
+
+    async def _run(self) -> None:
+        while not self._stopping:
+            self._wake.clear()
+            wait = 1.0
+            try:
+                wait = await self._dispatch_due()
+            except Exception:
+                log.exception("outbox poll failed")
+            if not self._running and wait >= 1.0:
+                self.idle.set()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=max(0.01, min(wait, 1.0)))
+
+    async def _dispatch_due(self) -> float:
+        now = time.time()
+        free = self._concurrency - len(self._running)
+        async with self._db.read() as s:
+            backlog = await self._repo.backlog(s)
+            self._metrics.outbox_backlog.set(backlog)
+            if free <= 0:
+                return 1.0
+            heads = await self._repo.heads(s, now, limit=self._concurrency * 4)
+            next_due = await self._repo.next_due(s)
+        wait = max(0.0, (next_due - now)) if next_due is not None else 1.0
+        if heads:
+            self.idle.clear()
+        for job in heads:
+            if free <= 0:
+                break
+            if job.lane in self._running:
+                continue
+            nb = self._not_before.get(job.lane, 0.0)
+            if nb > now:
+                wait = min(wait, nb - now)
+                continue
+            pace = job.payload.get("pace")
+            keys = [str(k) for k in pace] if isinstance(pace, list) else []
+            delay = self._pacer.reserve(keys, now) if keys else 0.0
+            if delay > 0:
+                self._not_before[job.lane] = now + delay
+                wait = min(wait, delay)
+                continue
+            self._not_before.pop(job.lane, None)
+            async with self._db.write() as s:
+                claimed = await self._repo.claim(s, job.id, time.time(), self.lease)
+            if not claimed:
+                continue
+            self._running[job.lane] = asyncio.create_task(self._attempt(job))
+            free -= 1
+        return wait
+
+    async def _attempt(self, job: OutboxJob) -> None:
+        try:
+            await self._execute(job)
+        except DeliveryError as e:
+            await self._handle_error(job, e)
+        except Exception as e:
+            log.exception("outbox job crashed", extra={"job_id": job.id, "kind": job.kind})
+            await self._handle_error(
+                job, DeliveryError(f"internal error: {type(e).__name__}", retryable=True)
+            )
+        else:
+            async with self._db.write() as s:
+                row = await s.get(OutboxJob, job.id)
+                if row is not None:
+                    row.state = "done"
+                    row.attempts = job.attempts + 1
+                    row.claimed_until = None
+        finally:
+            self._running.pop(job.lane, None)
+            self._wake.set()
+
+    async def _handle_error(self, job: OutboxJob, e: DeliveryError) -> None:
+        attempts = job.attempts + 1
+        final = not e.retryable or attempts >= self._max_attempts
+        async with self._db.write() as s:
+            row = await s.get(OutboxJob, job.id)
+            if row is None:
+                return
+            row.attempts = attempts
+            row.last_error = e.reason[:2000]
+            row.claimed_until = None
+            if final:
+                row.state = "failed"
+            else:
+                delay = backoff(attempts, self._base_delay)
+                if e.retry_after is not None:
+                    delay = max(delay, e.retry_after)
+                row.next_attempt_at = time.time() + delay
+        if final:
+            self._metrics.outbox_failed.labels(job.kind).inc()
+            log.warning(
+                "outbox job failed",
+                extra={"job_id": job.id, "kind": job.kind, "reason": e.reason},
+            )
+            try:
+                await self._on_failed(job, e)
+            except Exception:
+                log.exception("recording a failed job failed", extra={"job_id": job.id})
+        else:
+            self._metrics.outbox_retries.labels(job.kind).inc()
+            log.info(
+                "outbox job will be retried",
+                extra={"job_id": job.id, "kind": job.kind, "attempt": attempts},
+            )

@@ -1,0 +1,73 @@
+"""Small ports between the core and the edges. Extra abilities get their own protocol."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from bot.domain import PostInfo
+
+
+@dataclass(frozen=True)
+class RootMessage:
+    """The root of a task's thread, neutral of any chat platform."""
+
+    task_id: int
+    title: str
+    description: str
+    assignees: tuple[str, ...]
+    additional_data: str
+    status: str  # "open" | "closed"
+
+
+@dataclass(frozen=True)
+class ChatPost:
+    """One message in a task's thread: a relayed comment, a page comment or a notice."""
+
+    kind: str  # "customer" | "page" | "notice"
+    author: str
+    text: str
+    fb_status: str | None = None  # "edited" | "hidden" | "removed"
+    is_reply: bool = False
+    picture_url: str | None = None
+    message_id: int | None = None  # our id, for a per-message "Reply" action
+
+
+@dataclass(frozen=True)
+class ThreadRef:
+    thread_id: str
+    root_message_id: str
+
+
+class ChatPlatform(Protocol):
+    """Where staff work: a thread per task."""
+
+    name: str
+
+    async def open_thread(self, chat_id: str, root: RootMessage) -> ThreadRef: ...
+
+    async def post(
+        self, chat_id: str, thread_id: str, post: ChatPost, reply_to: str | None = None
+    ) -> str: ...
+
+    async def edit(self, chat_id: str, thread_id: str, message_id: str, post: ChatPost) -> None: ...
+
+    async def set_thread_state(
+        self, chat_id: str, thread: ThreadRef, root: RootMessage
+    ) -> None: ...
+
+    async def mark_delivered(self, chat_id: str, thread_id: str, message_id: str) -> None: ...
+
+    async def notify_user(self, user: str, text: str, link: str | None) -> bool: ...
+
+    def thread_link(self, chat_id: str, thread_id: str) -> str | None: ...
+
+
+class FacebookGateway(Protocol):
+    async def post(self, post_id: str, page_token: str) -> PostInfo: ...
+
+    async def profile(self, user_id: str, page_token: str) -> tuple[str | None, str | None]: ...
+
+    async def reply_to_comment(self, comment_id: str, text: str, page_token: str) -> str: ...
+
+    async def send_message(self, psid: str, text: str, page_token: str) -> str: ...

@@ -1,0 +1,760 @@
+"""Carries out what ``bot.routing`` decides: loads views, writes rows, queues platform calls.
+
+Network reads (post text, profiles) happen before a write transaction opens, so that no
+transaction waits on Facebook. Every platform call is an outbox job written in the same
+transaction as the state it belongs to.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot import routing
+from bot.crypto import TokenBox
+from bot.domain import (
+    CommentEvent,
+    FacebookEvent,
+    MessengerEvent,
+    PageInfo,
+    PostInfo,
+    PostRemovedEvent,
+)
+from bot.errors import DeliveryError
+from bot.fb.webhook import MalformedDelivery, parse_delivery
+from bot.metrics import Metrics
+from bot.ports import ChatPlatform, ChatPost, FacebookGateway, RootMessage, ThreadRef
+from bot.storage.db import Database
+from bot.storage.models import Contact, InboxItem, Message, OutboxJob, Page, Post, Task, utcnow
+from bot.storage.repositories import Repositories, message_view, task_view
+from bot.templates import TaskTemplate
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Pace:
+    """Which pacing keys a platform call counts against."""
+
+    @staticmethod
+    def chat(platform: str, chat_id: str) -> list[str]:
+        if platform == "telegram":
+            return [f"tg:chat:{chat_id}", "tg:global"]
+        return [f"slack:channel:{chat_id}"]
+
+    @staticmethod
+    def page(page_id: str) -> list[str]:
+        return [f"fb:page:{page_id}"]
+
+
+class ServiceError(Exception):
+    """A staff or admin request that cannot be done; the message is for the user."""
+
+
+class Service:
+    def __init__(
+        self,
+        db: Database,
+        graph: FacebookGateway | None,
+        platforms: dict[str, ChatPlatform],
+        tokens: TokenBox | None,
+        metrics: Metrics,
+        on_enqueued: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.db = db
+        self.graph = graph
+        self.platforms = platforms
+        self.tokens = tokens
+        self.metrics = metrics
+        self.repo = Repositories()
+        self.on_enqueued = on_enqueued
+
+    # --- transactions -------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def tx(self) -> AsyncIterator[AsyncSession]:
+        async with self.db.write() as s:
+            yield s
+        self.on_enqueued()
+
+    def enqueue(self, s: AsyncSession, lane: str, kind: str, payload: dict[str, Any]) -> OutboxJob:
+        return self.repo.outbox.add(s, lane, kind, payload)
+
+    def _chat_job(self, s: AsyncSession, task: Task, kind: str, **payload: Any) -> None:
+        payload.setdefault("task_id", task.id)
+        if kind in ("open_thread", "relay", "notice"):
+            payload["pace"] = Pace.chat(task.chat_platform, task.chat_id)
+        self.enqueue(s, f"chat:{task.id}", kind, payload)
+
+    def notice(
+        self,
+        s: AsyncSession,
+        platform: str,
+        chat_id: str,
+        text: str,
+        *,
+        thread_id: str | None = None,
+        reply_to: str | None = None,
+    ) -> None:
+        """A message from the bot to the staff chat (command answers, failures)."""
+        self.enqueue(
+            s,
+            f"notice:{platform}:{chat_id}:{thread_id or ''}",
+            "chat_notice",
+            {
+                "platform": platform,
+                "chat_id": chat_id,
+                "thread_id": thread_id,
+                "reply_to": reply_to,
+                "text": text,
+                "pace": Pace.chat(platform, chat_id),
+            },
+        )
+
+    def page_token(self, page: Page) -> str:
+        if self.tokens is None:
+            raise DeliveryError(
+                "SECRET_KEY is not set: page tokens cannot be read", retryable=False
+            )
+        try:
+            return self.tokens.open(page.token_encrypted)
+        except ValueError as e:
+            raise DeliveryError(str(e), retryable=False) from None
+
+    # --- intake: Facebook -----------------------------------------------------------------
+
+    async def handle_facebook_item(self, item: InboxItem) -> None:
+        try:
+            body = json.loads(item.payload)
+            events = parse_delivery(body)
+        except (ValueError, MalformedDelivery) as e:
+            log.warning("stored Facebook delivery is not usable", extra={"error": str(e)})
+            return
+        for ev in events:
+            await self.handle_facebook_event(ev)
+
+    async def handle_facebook_event(self, ev: FacebookEvent) -> None:
+        async with self.db.read() as s:
+            page = await self.repo.pages.get(s, ev.page_id)
+        if page is None or not page.active:
+            log.info("event for a page that is not connected", extra={"page_id": ev.page_id})
+            return
+        if isinstance(ev, CommentEvent):
+            await self._comment(page, ev)
+        elif isinstance(ev, MessengerEvent):
+            await self._direct_message(page, ev)
+        elif isinstance(ev, PostRemovedEvent):
+            await self._post_removed(page, ev)
+
+    async def _post_info(self, page: Page, post_id: str) -> PostInfo:
+        """The post, read from the Graph API once and kept."""
+        async with self.db.read() as s:
+            row = await self.repo.posts.get(s, post_id)
+        if row is not None:
+            return PostInfo(row.id, row.message, row.permalink_url, row.created_time)
+        info: PostInfo
+        error: str | None = None
+        try:
+            if self.graph is None:
+                raise DeliveryError("Facebook is not configured", retryable=False)
+            info = await self.graph.post(post_id, self.page_token(page))
+        except DeliveryError as e:
+            log.warning("post text not available", extra={"post_id": post_id, "reason": e.reason})
+            info = PostInfo(post_id, "", None, None)
+            error = e.reason
+        async with self.tx() as s:
+            if await self.repo.posts.get(s, post_id) is None:
+                s.add(
+                    Post(
+                        id=post_id,
+                        page_id=page.id,
+                        message=info.text,
+                        permalink_url=info.url,
+                        created_time=info.created_time,
+                        fetch_error=error,
+                    )
+                )
+        return info
+
+    async def _profile(self, page: Page, fb_id: str, name: str | None) -> tuple[str, str | None]:
+        """Name and picture for a new contact; the webhook's name wins, Graph fills gaps."""
+        async with self.db.read() as s:
+            known = await self.repo.contacts.by_fb_id(s, fb_id)
+        if known is not None:
+            return name or known.name, known.picture_url
+        picture = None
+        if self.graph is not None:
+            try:
+                g_name, picture = await self.graph.profile(fb_id, self.page_token(page))
+                name = name or g_name
+            except DeliveryError as e:
+                log.info("profile not readable", extra={"reason": e.reason})
+        return name or f"Facebook user {fb_id}", picture
+
+    async def _find_or_create_contact(
+        self, s: AsyncSession, fb_id: str, name: str, picture: str | None, page_id: str
+    ) -> Contact:
+        contact = await self.repo.contacts.by_fb_id(s, fb_id)
+        if contact is None:
+            body = await self.repo.templates.get(s, page_id, "contact") or {}
+            fields = body.get("fields") if isinstance(body.get("fields"), dict) else {}
+            contact = Contact(
+                fb_id=fb_id, name=name, picture_url=picture, fields=dict(fields or {})
+            )
+            s.add(contact)
+            await s.flush()
+        else:
+            if name and not name.startswith("Facebook user ") and contact.name != name:
+                contact.name = name
+            if picture and not contact.picture_url:
+                contact.picture_url = picture
+        return contact
+
+    async def _template(self, s: AsyncSession, page_id: str) -> TaskTemplate:
+        body = await self.repo.templates.get(s, page_id, "task")
+        return TaskTemplate.from_json(body) if body else TaskTemplate()
+
+    async def _comment(self, page: Page, ev: CommentEvent) -> None:
+        pageinfo = PageInfo(page.id, page.name)
+        customer = ev.verb == "add" and ev.author.id != page.id
+        post = await self._post_info(page, ev.post_id) if customer else None
+        name, picture = (
+            await self._profile(page, ev.author.id, ev.author.name) if customer else ("", None)
+        )
+        for attempt in range(3):
+            try:
+                async with self.tx() as s:
+                    known = await self.repo.messages.by_fb_id(s, ev.comment_id)
+                    open_task = await self.repo.tasks.open_for_post(s, page.id, ev.post_id)
+                    unconfirmed: list[Message] = []
+                    if ev.author.id == page.id and open_task is not None:
+                        unconfirmed = await self.repo.messages.unconfirmed_answers(s, open_task.id)
+                    decision = routing.route_comment(
+                        ev,
+                        pageinfo,
+                        known=message_view(known) if known else None,
+                        open_task=task_view(open_task) if open_task else None,
+                        unconfirmed_answers=[message_view(m) for m in unconfirmed],
+                    )
+                    await self._apply(
+                        s,
+                        decision,
+                        page=page,
+                        post=post,
+                        contact_args=(ev.author.id, name, picture),
+                        message=Message(
+                            direction="page" if ev.author.id == page.id else "customer",
+                            fb_id=ev.comment_id,
+                            fb_parent_id=ev.parent_id,
+                            author_fb_id=ev.author.id,
+                            author_name=page.name if ev.author.id == page.id else name,
+                            text=ev.text,
+                            state="pending",
+                            created_at=ev.created_time,
+                        ),
+                        channel="comments",
+                        post_id=ev.post_id,
+                        first_at=ev.created_time,
+                    )
+                return
+            except IntegrityError:
+                # Another worker opened the post's task (or stored this comment) first:
+                # the next attempt sees its row and joins it.
+                log.info("concurrent write, retrying", extra={"attempt": attempt})
+        raise RuntimeError(f"comment {ev.comment_id} could not be stored after 3 attempts")
+
+    async def _direct_message(self, page: Page, ev: MessengerEvent) -> None:
+        pageinfo = PageInfo(page.id, page.name)
+        customer_id = ev.recipient_id if ev.is_echo else ev.sender_id
+        name, picture = (
+            await self._profile(page, customer_id, None) if not ev.is_echo else ("", None)
+        )
+        for attempt in range(3):
+            try:
+                async with self.tx() as s:
+                    known = await self.repo.messages.by_fb_id(s, ev.mid)
+                    contact = await self.repo.contacts.by_fb_id(s, customer_id)
+                    open_task = (
+                        await self.repo.tasks.open_for_dm(s, page.id, contact.id)
+                        if contact is not None
+                        else None
+                    )
+                    unconfirmed: list[Message] = []
+                    if ev.is_echo and open_task is not None:
+                        unconfirmed = await self.repo.messages.unconfirmed_answers(s, open_task.id)
+                    decision = routing.route_direct_message(
+                        ev,
+                        pageinfo,
+                        known=message_view(known) if known else None,
+                        open_task=task_view(open_task) if open_task else None,
+                        unconfirmed_answers=[message_view(m) for m in unconfirmed],
+                    )
+                    await self._apply(
+                        s,
+                        decision,
+                        page=page,
+                        post=None,
+                        contact_args=(customer_id, name, picture),
+                        message=Message(
+                            direction="page" if ev.is_echo else "customer",
+                            fb_id=ev.mid,
+                            author_fb_id=ev.sender_id,
+                            author_name=page.name if ev.is_echo else name,
+                            text=ev.text,
+                            state="pending",
+                            created_at=ev.timestamp,
+                        ),
+                        channel="messenger",
+                        post_id=None,
+                        first_at=ev.timestamp,
+                    )
+                return
+            except IntegrityError:
+                log.info("concurrent write, retrying", extra={"attempt": attempt})
+        raise RuntimeError(f"message {ev.mid} could not be stored after 3 attempts")
+
+    async def _apply(
+        self,
+        s: AsyncSession,
+        decision: routing.CommentDecision,
+        *,
+        page: Page,
+        post: PostInfo | None,
+        contact_args: tuple[str, str, str | None],
+        message: Message,
+        channel: str,
+        post_id: str | None,
+        first_at: datetime,
+    ) -> None:
+        match decision:
+            case routing.Ignore(reason):
+                log.debug("event ignored", extra={"reason": reason})
+            case routing.BindEcho(message_id):
+                row = await self.repo.messages.get(s, message_id)
+                if row is not None:
+                    row.fb_id = message.fb_id
+            case routing.MarkRelayed(message_id, fb_status, text):
+                row = await self.repo.messages.get(s, message_id)
+                if row is None:
+                    return
+                row.fb_status = None if fb_status == "visible" else fb_status
+                if text is not None:
+                    row.text = text
+                task = await self.repo.tasks.get(s, row.task_id)
+                if task is not None and row.chat_message_id is not None:
+                    self._chat_job(s, task, "refresh", message_id=row.id)
+            case routing.JoinTask(task_id, _as_page):
+                task = await self.repo.tasks.get(s, task_id)
+                assert task is not None
+                task = await self.repo.tasks.surviving(s, task)
+                if message.direction != "page":
+                    fb_id, name, picture = contact_args
+                    await self._find_or_create_contact(s, fb_id, name, picture, page.id)
+                message.task_id = task.id
+                s.add(message)
+                await s.flush()
+                self._chat_job(s, task, "relay", message_id=message.id)
+            case routing.OpenTask():
+                fb_id, name, picture = contact_args
+                contact = await self._find_or_create_contact(s, fb_id, name, picture, page.id)
+                pageinfo = PageInfo(page.id, page.name)
+                opened = datetime.now(UTC)
+                data = routing.additional_data(
+                    page=pageinfo,
+                    post=post,
+                    contact_name=contact.name,
+                    contact_fb_id=contact.fb_id,
+                    first_message_at=first_at,
+                    opened_at=opened,
+                )
+                values = routing.template_values(
+                    page=pageinfo,
+                    post=post,
+                    contact_name=contact.name,
+                    first_text=message.text,
+                    data=data,
+                )
+                content = routing.task_content(await self._template(s, page.id), values)
+                task = Task(
+                    page_id=page.id,
+                    channel=channel,
+                    post_id=post_id,
+                    contact_id=contact.id,
+                    status="open",
+                    title=content.title,
+                    root_text=content.description,
+                    additional_data=content.additional_data,
+                    chat_platform=page.chat_platform,
+                    chat_id=page.chat_id,
+                    created_at=opened,
+                    assignees=list(content.assignees),
+                )
+                s.add(task)
+                await s.flush()
+                message.task_id = task.id
+                s.add(message)
+                await s.flush()
+                self._chat_job(s, task, "open_thread")
+                self._chat_job(s, task, "relay", message_id=message.id)
+                self.metrics.tasks_opened.inc()
+
+    async def _post_removed(self, page: Page, ev: PostRemovedEvent) -> None:
+        async with self.tx() as s:
+            task = await self.repo.tasks.open_for_post(s, page.id, ev.post_id)
+            if task is None:
+                return
+            task.status = "closed"
+            task.closed_at = utcnow()
+            self._chat_job(
+                s, task, "notice_in_task", text="The post was removed on Facebook: task closed."
+            )
+            self._chat_job(s, task, "thread_state")
+
+    # --- staff side -----------------------------------------------------------------------
+
+    async def staff_message(
+        self,
+        *,
+        platform: str,
+        chat_id: str,
+        thread_id: str,
+        user_id: str,
+        text: str,
+        chat_message_id: str,
+        reply_to_chat_message_id: str | None,
+        command_prefixes: str = "/",
+    ) -> tuple[Task, routing.StaffDecision] | None:
+        """A staff member wrote in a thread. Returns the task and the decision, or None when
+        the thread is not a task's. Commands are returned for the caller to run."""
+        async with self.tx() as s:
+            task = await self.repo.tasks.by_thread(s, platform, chat_id, thread_id)
+            if task is None:
+                return None
+            if await self.repo.messages.by_chat_id(s, task.id, chat_message_id) is not None:
+                return None  # this update was already handled
+            explicit = (
+                await self.repo.messages.by_chat_id(s, task.id, reply_to_chat_message_id)
+                if reply_to_chat_message_id
+                else None
+            )
+            latest = await self.repo.messages.latest_customer(s, task.id)
+            decision = routing.route_staff_message(
+                text,
+                explicit_target=message_view(explicit, task.post_id) if explicit else None,
+                latest_customer=message_view(latest, task.post_id) if latest else None,
+                command_prefixes=command_prefixes,
+            )
+            match decision:
+                case routing.Internal(note):
+                    s.add(
+                        Message(
+                            task_id=task.id,
+                            direction="note",
+                            staff_user_id=user_id,
+                            text=note,
+                            chat_message_id=chat_message_id,
+                            state="internal",
+                        )
+                    )
+                case routing.Answer(target, answer):
+                    await self._queue_answer(s, task, target, answer, user_id, chat_message_id)
+                case routing.Refuse(reason):
+                    self.notice(
+                        s,
+                        platform,
+                        chat_id,
+                        f"Not sent to Facebook: {reason}.",
+                        thread_id=thread_id,
+                        reply_to=chat_message_id,
+                    )
+                case routing.Command():
+                    pass
+            return task, decision
+
+    async def _queue_answer(
+        self,
+        s: AsyncSession,
+        task: Task,
+        target: routing.MessageView,
+        text: str,
+        user_id: str,
+        chat_message_id: str | None,
+    ) -> Message:
+        msg = Message(
+            task_id=task.id,
+            direction="staff",
+            staff_user_id=user_id,
+            text=text,
+            answers_message_id=target.id,
+            chat_message_id=chat_message_id,
+            state="pending",
+        )
+        s.add(msg)
+        await s.flush()
+        self.enqueue(
+            s,
+            f"fb:{task.id}",
+            "fb_answer",
+            {"task_id": task.id, "message_id": msg.id, "pace": Pace.page(task.page_id)},
+        )
+        return msg
+
+    async def close_task(self, task_id: int, user: str) -> str:
+        async with self.tx() as s:
+            task = await self.repo.tasks.get(s, task_id)
+            assert task is not None
+            if task.status == "closed":
+                return "This task is already closed."
+            task.status = "closed"
+            task.closed_at = utcnow()
+            self._chat_job(s, task, "thread_state")
+        return "Task closed. The next comment on this post opens a new task."
+
+    async def reopen_task(self, task_id: int, user: str) -> str:
+        try:
+            async with self.tx() as s:
+                task = await self.repo.tasks.get(s, task_id)
+                assert task is not None
+                if task.status == "open":
+                    return "This task is already open."
+                if task.post_id is not None:
+                    newer = await self.repo.tasks.open_for_post(s, task.page_id, task.post_id)
+                    if newer is not None:
+                        raise ServiceError(
+                            f"A newer task for this post is open (#{newer.id}): close it first."
+                        )
+                task.status = "open"
+                task.closed_at = None
+                self._chat_job(s, task, "thread_state")
+        except IntegrityError:
+            return "A newer task for this post is open: close it first."
+        except ServiceError as e:
+            return str(e)
+        return "Task reopened."
+
+    async def connect_page(
+        self,
+        *,
+        page_id: str,
+        name: str,
+        token: str,
+        platform: str,
+        chat_id: str,
+        by_user: str,
+    ) -> str:
+        if self.tokens is None:
+            raise ServiceError("SECRET_KEY is not set: the page token cannot be stored safely.")
+        sealed = self.tokens.seal(token)
+        async with self.tx() as s:
+            page = await self.repo.pages.get(s, page_id)
+            if page is None:
+                s.add(
+                    Page(
+                        id=page_id,
+                        name=name,
+                        token_encrypted=sealed,
+                        chat_platform=platform,
+                        chat_id=chat_id,
+                        connected_by=by_user,
+                        active=True,
+                    )
+                )
+                return f"Connected the Page {name} ({page_id}): new comments open tasks here."
+            moved = (page.chat_platform, page.chat_id) != (platform, chat_id)
+            page.name = name
+            page.token_encrypted = sealed
+            page.chat_platform = platform
+            page.chat_id = chat_id
+            page.connected_by = by_user
+            page.active = True
+            page.token_alerted = False
+            page.connected_at = utcnow()
+        if moved:
+            return f"Reconnected the Page {name} ({page_id}) to this chat: new tasks open here."
+        return f"Reconnected the Page {name} ({page_id}): new token stored, app subscribed again."
+
+    async def disconnect_page(self, platform: str, chat_id: str, ref: str) -> str:
+        async with self.tx() as s:
+            page = await self.repo.pages.find(s, platform, chat_id, ref)
+            if page is None:
+                raise ServiceError(f"No page {ref!r} is connected to this chat.")
+            page.active = False
+            return f"Disconnected the Page {page.name} ({page.id}): its comments are ignored now."
+
+    # --- outbox: carrying out platform calls ---------------------------------------------
+
+    async def execute(self, job: OutboxJob) -> None:
+        p = job.payload
+        if job.kind == "chat_notice":
+            platform = self.platforms[str(p["platform"])]
+            thread = p.get("thread_id")
+            await platform.post(
+                str(p["chat_id"]),
+                str(thread) if thread else "",
+                ChatPost(kind="notice", author="", text=str(p["text"])),
+                reply_to=str(p["reply_to"]) if p.get("reply_to") else None,
+            )
+            return
+        if job.kind == "fb_answer":
+            await self._send_answer(job)
+            return
+        task_id = int(p["task_id"])  # type: ignore[call-overload]
+        async with self.db.read() as s:
+            task = await self.repo.tasks.get(s, task_id)
+            if task is None:
+                return
+            platform = self.platforms.get(task.chat_platform)  # type: ignore[assignment]
+            if platform is None:
+                raise DeliveryError(f"{task.chat_platform} is not configured", retryable=False)
+            msg = (
+                await self.repo.messages.get(s, int(p["message_id"]))  # type: ignore[call-overload]
+                if "message_id" in p
+                else None
+            )
+        if job.kind == "open_thread":
+            if task.thread_id is not None:
+                return  # done before a restart
+            ref = await platform.open_thread(task.chat_id, self._root(task))
+            async with self.tx() as s:
+                row = await self.repo.tasks.get(s, task.id)
+                assert row is not None
+                row.thread_id = ref.thread_id
+                row.root_message_id = ref.root_message_id
+            link = platform.thread_link(task.chat_id, ref.thread_id)
+            for user in task.assignees:
+                await platform.notify_user(user, f"New task for you: {task.title}", link)
+            return
+        if task.thread_id is None:
+            raise DeliveryError("the task's thread is not open yet", retryable=True)
+        if job.kind == "relay" and msg is not None:
+            if msg.chat_message_id is not None:
+                return
+            post = self._chat_post(msg, task)
+            reply_to = None
+            if msg.fb_parent_id and task.post_id and msg.fb_parent_id != task.post_id:
+                async with self.db.read() as s:
+                    parent = await self.repo.messages.by_fb_id(s, msg.fb_parent_id)
+                reply_to = parent.chat_message_id if parent is not None else None
+            chat_id = await platform.post(task.chat_id, task.thread_id, post, reply_to=reply_to)
+            async with self.tx() as s:
+                relayed = await self.repo.messages.get(s, msg.id)
+                assert relayed is not None
+                relayed.chat_message_id = chat_id
+                relayed.state = "relayed"
+            self.metrics.relayed.inc()
+        elif job.kind == "refresh" and msg is not None and msg.chat_message_id:
+            await platform.edit(
+                task.chat_id, task.thread_id, msg.chat_message_id, self._chat_post(msg, task)
+            )
+        elif job.kind == "mark_delivered" and msg is not None and msg.chat_message_id:
+            await platform.mark_delivered(task.chat_id, task.thread_id, msg.chat_message_id)
+        elif job.kind == "notice_in_task":
+            await platform.post(
+                task.chat_id,
+                task.thread_id,
+                ChatPost(kind="notice", author="", text=str(p["text"])),
+                reply_to=str(p["reply_to"]) if p.get("reply_to") else None,
+            )
+        elif job.kind == "thread_state":
+            assert task.root_message_id is not None
+            await platform.set_thread_state(
+                task.chat_id,
+                ThreadRef(task.thread_id, task.root_message_id),
+                self._root(task),
+            )
+
+    def _root(self, task: Task) -> RootMessage:
+        return RootMessage(
+            task_id=task.id,
+            title=task.title,
+            description=task.root_text,
+            assignees=tuple(task.assignees),
+            additional_data=task.additional_data,
+            status=task.status,
+        )
+
+    def _chat_post(self, msg: Message, task: Task) -> ChatPost:
+        return ChatPost(
+            kind="page" if msg.direction == "page" else "customer",
+            author=msg.author_name,
+            text=msg.text,
+            fb_status=msg.fb_status,
+            is_reply=bool(msg.fb_parent_id and task.post_id and msg.fb_parent_id != task.post_id),
+            message_id=msg.id,
+        )
+
+    async def _send_answer(self, job: OutboxJob) -> None:
+        message_id = int(job.payload["message_id"])  # type: ignore[call-overload]
+        async with self.db.read() as s:
+            msg = await self.repo.messages.get(s, message_id)
+            if msg is None or msg.fb_id is not None or msg.state == "delivered":
+                return
+            task = await self.repo.tasks.get(s, msg.task_id)
+            target = (
+                await self.repo.messages.get(s, msg.answers_message_id)
+                if msg.answers_message_id
+                else None
+            )
+            page = await self.repo.pages.get(s, task.page_id) if task else None
+        if task is None or target is None or page is None or target.fb_id is None:
+            raise DeliveryError("the message it answers is gone", retryable=False)
+        if self.graph is None:
+            raise DeliveryError("Facebook is not configured", retryable=False)
+        token = self.page_token(page)
+        if task.channel == "messenger":
+            fb_id = await self.graph.send_message(target.author_fb_id or "", msg.text, token)
+        else:
+            to = routing.comment_reply_target(message_view(target, task.post_id))
+            fb_id = await self.graph.reply_to_comment(to, msg.text, token)
+        async with self.tx() as s:
+            row = await self.repo.messages.get(s, message_id)
+            assert row is not None
+            clash = await self.repo.messages.by_fb_id(s, fb_id) if fb_id else None
+            if clash is None and fb_id:
+                row.fb_id = fb_id
+            row.state = "delivered"
+            row.error = None
+            if row.chat_message_id is not None:
+                self._chat_job(s, task, "mark_delivered", message_id=row.id)
+        self.metrics.answers.labels("delivered").inc()
+
+    async def job_failed(self, job: OutboxJob, error: DeliveryError) -> None:
+        """A job failed for good: say so where staff will see it."""
+        if job.kind != "fb_answer":
+            return  # a chat call that failed for good has nowhere else to be shown
+        message_id = int(job.payload.get("message_id", 0))  # type: ignore[call-overload]
+        async with self.tx() as s:
+            msg = await self.repo.messages.get(s, message_id)
+            if msg is None:
+                return
+            msg.state = "failed"
+            msg.error = error.reason
+            task = await self.repo.tasks.get(s, msg.task_id)
+            if task is None:
+                return
+            self._chat_job(
+                s,
+                task,
+                "notice_in_task",
+                text=f"⚠️ Not delivered to Facebook: {error.reason}",
+                reply_to=msg.chat_message_id,
+            )
+            page = await self.repo.pages.get(s, task.page_id)
+            if error.token_invalid and page is not None and not page.token_alerted:
+                page.token_alerted = True
+                self.notice(
+                    s,
+                    page.chat_platform,
+                    page.chat_id,
+                    f"⚠️ Facebook no longer accepts the token of the Page {page.name}. "
+                    f"An admin must run /connect {page.id} again.",
+                )
+        self.metrics.answers.labels("failed").inc()

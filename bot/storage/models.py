@@ -1,0 +1,207 @@
+"""SQLAlchemy 2 typed models. Times are UTC; scheduling fields are epoch seconds (floats)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Page(Base):
+    """A connected Facebook Page and the chat that receives its tasks."""
+
+    __tablename__ = "pages"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(255))
+    token_encrypted: Mapped[str] = mapped_column(Text)
+    chat_platform: Mapped[str] = mapped_column(String(16))
+    chat_id: Mapped[str] = mapped_column(String(64), index=True)
+    connected_by: Mapped[str | None] = mapped_column(String(64))
+    active: Mapped[bool] = mapped_column(default=True)
+    token_alerted: Mapped[bool] = mapped_column(default=False)
+    connected_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Contact(Base):
+    __tablename__ = "contacts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    fb_id: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(255))
+    picture_url: Mapped[str | None] = mapped_column(Text)
+    merged_into_id: Mapped[int | None] = mapped_column(ForeignKey("contacts.id"))
+    fields: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Post(Base):
+    """A page post as read once from the Graph API."""
+
+    __tablename__ = "posts"
+
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    page_id: Mapped[str] = mapped_column(String(64))
+    message: Mapped[str] = mapped_column(Text, default="")
+    permalink_url: Mapped[str | None] = mapped_column(Text)
+    created_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    fetch_error: Mapped[str | None] = mapped_column(Text)
+
+
+class Task(Base):
+    __tablename__ = "tasks"
+    __table_args__ = (
+        # One open task per post, enforced by the database so that concurrent workers or
+        # replicas cannot open two topics for the same post.
+        Index(
+            "uq_tasks_open_post",
+            "page_id",
+            "post_id",
+            unique=True,
+            sqlite_where=text("status = 'open' AND post_id IS NOT NULL"),
+            postgresql_where=text("status = 'open' AND post_id IS NOT NULL"),
+        ),
+        # One open Messenger task per contact and page.
+        Index(
+            "uq_tasks_open_dm",
+            "page_id",
+            "contact_id",
+            unique=True,
+            sqlite_where=text("status = 'open' AND channel = 'messenger'"),
+            postgresql_where=text("status = 'open' AND channel = 'messenger'"),
+        ),
+        Index("ix_tasks_thread", "chat_platform", "chat_id", "thread_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    page_id: Mapped[str] = mapped_column(ForeignKey("pages.id"))
+    channel: Mapped[str] = mapped_column(String(16))  # "comments" | "messenger"
+    post_id: Mapped[str | None] = mapped_column(String(128))
+    contact_id: Mapped[int | None] = mapped_column(ForeignKey("contacts.id"))
+    status: Mapped[str] = mapped_column(String(16), default="open")
+    title: Mapped[str] = mapped_column(Text)
+    root_text: Mapped[str] = mapped_column(Text)
+    additional_data: Mapped[str] = mapped_column(Text, default="")
+    assignees: Mapped[list[str]] = mapped_column(JSON, default=list)
+    chat_platform: Mapped[str] = mapped_column(String(16))
+    chat_id: Mapped[str] = mapped_column(String(64))
+    thread_id: Mapped[str | None] = mapped_column(String(64))
+    root_message_id: Mapped[str | None] = mapped_column(String(64))
+    merged_into_id: Mapped[int | None] = mapped_column(ForeignKey("tasks.id"))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    closed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Message(Base):
+    """One relayed customer comment, page comment, staff answer or internal note."""
+
+    __tablename__ = "messages"
+    __table_args__ = (
+        UniqueConstraint("fb_id", name="uq_messages_fb_id"),
+        Index("ix_messages_task", "task_id", "id"),
+        Index("ix_messages_chat", "task_id", "chat_message_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id"))
+    # "customer" | "page" | "staff" | "note"
+    direction: Mapped[str] = mapped_column(String(16))
+    fb_id: Mapped[str | None] = mapped_column(String(128))
+    fb_parent_id: Mapped[str | None] = mapped_column(String(128))
+    author_fb_id: Mapped[str | None] = mapped_column(String(64))
+    author_name: Mapped[str] = mapped_column(String(255), default="")
+    staff_user_id: Mapped[str | None] = mapped_column(String(64))
+    text: Mapped[str] = mapped_column(Text, default="")
+    # the customer message a staff answer goes to
+    answers_message_id: Mapped[int | None] = mapped_column(ForeignKey("messages.id"))
+    # id of this message in the chat (the relayed copy, or the staff member's own message)
+    chat_message_id: Mapped[str | None] = mapped_column(String(64))
+    # "pending" | "relayed" | "sending" | "delivered" | "failed" | "internal"
+    state: Mapped[str] = mapped_column(String(16), default="pending")
+    # "edited" | "hidden" | "removed" | None
+    fb_status: Mapped[str | None] = mapped_column(String(16))
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Template(Base):
+    __tablename__ = "templates"
+
+    page_id: Mapped[str] = mapped_column(ForeignKey("pages.id"), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)  # "task" | "contact"
+    body: Mapped[dict[str, object]] = mapped_column(JSON)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class InboxItem(Base):
+    """A delivery as received, stored before it is acknowledged (durable intake)."""
+
+    __tablename__ = "inbox"
+    __table_args__ = (
+        UniqueConstraint("source", "dedupe_key", name="uq_inbox_source_key"),
+        Index("ix_inbox_pending", "processed_at", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    source: Mapped[str] = mapped_column(String(16))  # "facebook" | "telegram" | "slack"
+    dedupe_key: Mapped[str | None] = mapped_column(String(128))
+    payload: Mapped[str] = mapped_column(Text)
+    received_at: Mapped[float] = mapped_column(Float)
+    processed_at: Mapped[float | None] = mapped_column(Float)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[float] = mapped_column(Float, default=0.0)
+    error: Mapped[str | None] = mapped_column(Text)
+
+
+class OutboxJob(Base):
+    """A call to a platform, persisted so that a restart loses nothing.
+
+    Jobs of one ``lane`` run strictly in id order: the messages of one task keep their order.
+    """
+
+    __tablename__ = "outbox"
+    __table_args__ = (
+        Index("ix_outbox_state_lane", "state", "lane", "id"),
+        Index("ix_outbox_due", "state", "next_attempt_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    lane: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(32))
+    payload: Mapped[dict[str, object]] = mapped_column(JSON)
+    state: Mapped[str] = mapped_column(String(16), default="pending")  # pending|done|failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[float] = mapped_column(Float, default=0.0)
+    # a runner's lease: while it lasts, no other runner (or replica) starts the job
+    claimed_until: Mapped[float | None] = mapped_column(Float)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class QuickReply(Base):
+    __tablename__ = "quick_replies"
+
+    page_id: Mapped[str] = mapped_column(ForeignKey("pages.id"), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    text: Mapped[str] = mapped_column(Text)

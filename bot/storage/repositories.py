@@ -1,0 +1,332 @@
+"""Queries and writes on a session. Repositories never commit: the caller's transaction does."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
+
+from bot.routing import MessageView, TaskView
+from bot.storage.models import (
+    Contact,
+    InboxItem,
+    Message,
+    OutboxJob,
+    Page,
+    Post,
+    QuickReply,
+    Task,
+    Template,
+)
+
+
+def message_view(m: Message, post_id: str | None = None) -> MessageView:
+    return MessageView(
+        id=m.id,
+        direction=m.direction,
+        fb_id=m.fb_id,
+        fb_parent_id=m.fb_parent_id,
+        text=m.text,
+        state=m.state,
+        post_id=post_id,
+    )
+
+
+def task_view(t: Task) -> TaskView:
+    return TaskView(id=t.id, status=t.status)
+
+
+class PageRepository:
+    async def get(self, s: AsyncSession, page_id: str) -> Page | None:
+        return await s.get(Page, page_id)
+
+    async def for_chat(self, s: AsyncSession, platform: str, chat_id: str) -> list[Page]:
+        rows = await s.scalars(
+            select(Page).where(
+                Page.chat_platform == platform, Page.chat_id == chat_id, Page.active.is_(True)
+            )
+        )
+        return list(rows)
+
+    async def find(self, s: AsyncSession, platform: str, chat_id: str, ref: str) -> Page | None:
+        """A page of this chat by id or (case-insensitive) name."""
+        for page in await self.for_chat(s, platform, chat_id):
+            if ref == page.id or ref.casefold() == page.name.casefold():
+                return page
+        return None
+
+    async def any_connected(self, s: AsyncSession) -> bool:
+        return (await s.scalar(select(func.count()).select_from(Page))) != 0
+
+
+class ContactRepository:
+    async def by_fb_id(self, s: AsyncSession, fb_id: str) -> Contact | None:
+        return await s.scalar(select(Contact).where(Contact.fb_id == fb_id))
+
+    async def get(self, s: AsyncSession, contact_id: int) -> Contact | None:
+        return await s.get(Contact, contact_id)
+
+    async def card_root(self, s: AsyncSession, contact: Contact) -> Contact:
+        seen = {contact.id}
+        while contact.merged_into_id is not None and contact.merged_into_id not in seen:
+            nxt = await s.get(Contact, contact.merged_into_id)
+            if nxt is None:
+                break
+            seen.add(nxt.id)
+            contact = nxt
+        return contact
+
+    async def members(self, s: AsyncSession, root: Contact) -> list[Contact]:
+        """The contact and every contact merged into it, directly or not."""
+        out = [root]
+        frontier = [root.id]
+        while frontier:
+            rows = list(
+                await s.scalars(select(Contact).where(Contact.merged_into_id.in_(frontier)))
+            )
+            out.extend(rows)
+            frontier = [c.id for c in rows]
+        return out
+
+
+class PostRepository:
+    async def get(self, s: AsyncSession, post_id: str) -> Post | None:
+        return await s.get(Post, post_id)
+
+
+class TaskRepository:
+    async def get(self, s: AsyncSession, task_id: int) -> Task | None:
+        return await s.get(Task, task_id)
+
+    async def open_for_post(self, s: AsyncSession, page_id: str, post_id: str) -> Task | None:
+        return await s.scalar(
+            select(Task).where(
+                Task.page_id == page_id, Task.post_id == post_id, Task.status == "open"
+            )
+        )
+
+    async def open_for_dm(self, s: AsyncSession, page_id: str, contact_id: int) -> Task | None:
+        return await s.scalar(
+            select(Task).where(
+                Task.page_id == page_id,
+                Task.contact_id == contact_id,
+                Task.channel == "messenger",
+                Task.status == "open",
+            )
+        )
+
+    async def by_thread(
+        self, s: AsyncSession, platform: str, chat_id: str, thread_id: str
+    ) -> Task | None:
+        return await s.scalar(
+            select(Task)
+            .where(
+                Task.chat_platform == platform,
+                Task.chat_id == chat_id,
+                Task.thread_id == thread_id,
+            )
+            .order_by(Task.id.desc())
+            .limit(1)
+        )
+
+    async def surviving(self, s: AsyncSession, task: Task) -> Task:
+        seen = {task.id}
+        while task.merged_into_id is not None and task.merged_into_id not in seen:
+            nxt = await s.get(Task, task.merged_into_id)
+            if nxt is None:
+                break
+            seen.add(nxt.id)
+            task = nxt
+        return task
+
+    async def for_contacts(self, s: AsyncSession, contact_ids: Sequence[int]) -> list[Task]:
+        rows = await s.scalars(
+            select(Task).where(Task.contact_id.in_(contact_ids)).order_by(Task.id)
+        )
+        return list(rows)
+
+
+class MessageRepository:
+    async def get(self, s: AsyncSession, message_id: int) -> Message | None:
+        return await s.get(Message, message_id)
+
+    async def by_fb_id(self, s: AsyncSession, fb_id: str) -> Message | None:
+        return await s.scalar(select(Message).where(Message.fb_id == fb_id))
+
+    async def by_chat_id(
+        self, s: AsyncSession, task_id: int, chat_message_id: str
+    ) -> Message | None:
+        return await s.scalar(
+            select(Message).where(
+                Message.task_id == task_id, Message.chat_message_id == chat_message_id
+            )
+        )
+
+    async def latest_customer(self, s: AsyncSession, task_id: int) -> Message | None:
+        return await s.scalar(
+            select(Message)
+            .where(
+                Message.task_id == task_id,
+                Message.direction == "customer",
+                Message.fb_status.is_distinct_from("removed"),
+            )
+            .order_by(Message.id.desc())
+            .limit(1)
+        )
+
+    async def unconfirmed_answers(self, s: AsyncSession, task_id: int) -> list[Message]:
+        rows = await s.scalars(
+            select(Message).where(
+                Message.task_id == task_id,
+                Message.direction == "staff",
+                Message.fb_id.is_(None),
+                Message.state.in_(("pending", "sending")),
+            )
+        )
+        return list(rows)
+
+
+class TemplateRepository:
+    async def get(self, s: AsyncSession, page_id: str, kind: str) -> dict[str, Any] | None:
+        row = await s.get(Template, (page_id, kind))
+        return dict(row.body) if row is not None else None
+
+    async def put(self, s: AsyncSession, page_id: str, kind: str, body: dict[str, Any]) -> None:
+        row = await s.get(Template, (page_id, kind))
+        if row is None:
+            s.add(Template(page_id=page_id, kind=kind, body=body))
+        else:
+            row.body = body
+
+
+class QuickReplyRepository:
+    async def list(self, s: AsyncSession, page_id: str) -> list[QuickReply]:
+        rows = await s.scalars(
+            select(QuickReply).where(QuickReply.page_id == page_id).order_by(QuickReply.name)
+        )
+        return list(rows)
+
+
+class InboxRepository:
+    """Durable intake. ``add_many`` ignores repeats of (source, dedupe_key)."""
+
+    async def add_many(self, s: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
+        if not rows:
+            return
+        dialect = s.get_bind().dialect.name
+        ins = pg_insert if dialect == "postgresql" else sqlite_insert
+        stmt = ins(InboxItem).on_conflict_do_nothing(index_elements=["source", "dedupe_key"])
+        await s.execute(stmt, list(rows))
+
+    async def pending(self, s: AsyncSession, limit: int, now: float) -> list[InboxItem]:
+        rows = await s.scalars(
+            select(InboxItem)
+            .where(InboxItem.processed_at.is_(None), InboxItem.next_attempt_at <= now)
+            .order_by(InboxItem.id)
+            .limit(limit)
+        )
+        return list(rows)
+
+    async def mark_processed(self, s: AsyncSession, item_id: int, error: str | None = None) -> None:
+        await s.execute(
+            update(InboxItem)
+            .where(InboxItem.id == item_id)
+            .values(processed_at=time.time(), error=error)
+        )
+
+    async def backlog(self, s: AsyncSession) -> int:
+        n = await s.scalar(
+            select(func.count()).select_from(InboxItem).where(InboxItem.processed_at.is_(None))
+        )
+        return int(n or 0)
+
+
+class OutboxRepository:
+    def add(
+        self, s: AsyncSession, lane: str, kind: str, payload: dict[str, Any], delay: float = 0.0
+    ) -> OutboxJob:
+        job = OutboxJob(
+            lane=lane,
+            kind=kind,
+            payload=payload,
+            state="pending",
+            attempts=0,
+            next_attempt_at=time.time() + delay,
+        )
+        s.add(job)
+        return job
+
+    async def heads(self, s: AsyncSession, now: float, limit: int) -> list[OutboxJob]:
+        """The oldest pending job of each lane, if it is due: a lane runs in id order."""
+        earlier = aliased(OutboxJob)
+        first = (
+            select(func.min(earlier.id))
+            .where(earlier.state == "pending", earlier.lane == OutboxJob.lane)
+            .scalar_subquery()
+        )
+        rows = await s.scalars(
+            select(OutboxJob)
+            .where(
+                and_(
+                    OutboxJob.state == "pending",
+                    OutboxJob.next_attempt_at <= now,
+                    or_(OutboxJob.claimed_until.is_(None), OutboxJob.claimed_until < now),
+                    OutboxJob.id == first,
+                )
+            )
+            .order_by(OutboxJob.id)
+            .limit(limit)
+        )
+        return list(rows)
+
+    async def claim(self, s: AsyncSession, job_id: int, now: float, lease: float) -> bool:
+        """Take the job for ``lease`` seconds; False if another runner has it or it is done."""
+        result = await s.execute(
+            update(OutboxJob)
+            .where(
+                OutboxJob.id == job_id,
+                OutboxJob.state == "pending",
+                or_(OutboxJob.claimed_until.is_(None), OutboxJob.claimed_until < now),
+            )
+            .values(claimed_until=now + lease)
+        )
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    async def release_all(self, s: AsyncSession) -> None:
+        """At the start of the only process (SQLite): leases of a dead process end now."""
+        await s.execute(
+            update(OutboxJob).where(OutboxJob.claimed_until.is_not(None)).values(claimed_until=None)
+        )
+
+    async def next_due(self, s: AsyncSession) -> float | None:
+        value = await s.scalar(
+            select(func.min(OutboxJob.next_attempt_at)).where(OutboxJob.state == "pending")
+        )
+        return float(value) if value is not None else None
+
+    async def backlog(self, s: AsyncSession) -> int:
+        n = await s.scalar(
+            select(func.count()).select_from(OutboxJob).where(OutboxJob.state == "pending")
+        )
+        return int(n or 0)
+
+
+class Repositories:
+    """All repositories, stateless, shared."""
+
+    def __init__(self) -> None:
+        self.pages = PageRepository()
+        self.contacts = ContactRepository()
+        self.posts = PostRepository()
+        self.tasks = TaskRepository()
+        self.messages = MessageRepository()
+        self.templates = TemplateRepository()
+        self.quick = QuickReplyRepository()
+        self.inbox = InboxRepository()
+        self.outbox = OutboxRepository()
