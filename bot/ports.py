@@ -44,7 +44,14 @@ class ChatPlatform(Protocol):
 
     name: str
 
-    async def open_thread(self, chat_id: str, root: RootMessage) -> ThreadRef: ...
+    async def create_thread(self, chat_id: str, title: str) -> str | None:
+        """Make the container of a task's messages, where the platform has one (a Telegram
+        topic); None where the root message itself is the thread (Slack)."""
+        ...
+
+    async def post_root(
+        self, chat_id: str, thread_id: str | None, root: RootMessage
+    ) -> ThreadRef: ...
 
     async def post(
         self, chat_id: str, thread_id: str, post: ChatPost, reply_to: str | None = None

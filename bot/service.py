@@ -620,9 +620,18 @@ class Service:
                 else None
             )
         if job.kind == "open_thread":
-            if task.thread_id is not None:
+            # Two calls, each recorded as soon as it succeeded: a retry after a failed
+            # root message must not create a second topic.
+            if task.root_message_id is not None:
                 return  # done before a restart
-            ref = await platform.open_thread(task.chat_id, self._root(task))
+            if task.thread_id is None:
+                created = await platform.create_thread(task.chat_id, task.title)
+                if created is not None:
+                    async with self.tx() as s:
+                        row = await self.repo.tasks.get(s, task.id)
+                        assert row is not None
+                        row.thread_id = task.thread_id = created
+            ref = await platform.post_root(task.chat_id, task.thread_id, self._root(task))
             async with self.tx() as s:
                 row = await self.repo.tasks.get(s, task.id)
                 assert row is not None
@@ -632,7 +641,7 @@ class Service:
             for user in task.assignees:
                 await platform.notify_user(user, f"New task for you: {task.title}", link)
             return
-        if task.thread_id is None:
+        if task.thread_id is None or task.root_message_id is None:
             raise DeliveryError("the task's thread is not open yet", retryable=True)
         if job.kind == "relay" and msg is not None:
             if msg.chat_message_id is not None:

@@ -88,21 +88,25 @@ class TelegramPlatform:
     def __init__(self, bot: Bot) -> None:
         self.bot = bot
 
-    async def open_thread(self, chat_id: str, root: RootMessage) -> ThreadRef:
+    async def create_thread(self, chat_id: str, title: str) -> str | None:
         topic = await call(
             "createForumTopic",
-            lambda: self.bot.create_forum_topic(chat_id=int(chat_id), name=root.title),
+            lambda: self.bot.create_forum_topic(chat_id=int(chat_id), name=title),
         )
+        return str(topic.message_thread_id)
+
+    async def post_root(self, chat_id: str, thread_id: str | None, root: RootMessage) -> ThreadRef:
+        assert thread_id is not None
         msg = await call(
             "sendMessage",
             lambda: self.bot.send_message(
                 chat_id=int(chat_id),
-                message_thread_id=topic.message_thread_id,
+                message_thread_id=int(thread_id),
                 text=render_root(root),
                 parse_mode="HTML",
             ),
         )
-        return ThreadRef(str(topic.message_thread_id), str(msg.message_id))
+        return ThreadRef(thread_id, str(msg.message_id))
 
     async def post(
         self, chat_id: str, thread_id: str, post: ChatPost, reply_to: str | None = None

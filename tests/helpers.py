@@ -1,0 +1,48 @@
+"""Reading what the fake Telegram shows, as staff would see it."""
+
+from __future__ import annotations
+
+import html
+import re
+from typing import Any
+
+from bot.emulators.stage import Stage
+from tests.conftest import CHAT_ID
+
+
+def plain(text: str) -> str:
+    return html.unescape(re.sub(r"<[^>]+>", "", text))
+
+
+def topics(st: Stage) -> dict[int, dict[str, Any]]:
+    return st.telegram.chats[CHAT_ID].topics
+
+
+def only_topic(st: Stage) -> int:
+    ts = topics(st)
+    assert len(ts) == 1, ts
+    return next(iter(ts))
+
+
+def thread_texts(st: Stage, thread_id: int) -> list[str]:
+    """The bot's messages in a topic, oldest first, as plain text (the root included)."""
+    msgs = sorted(
+        st.telegram.thread_messages(CHAT_ID, thread_id), key=lambda m: int(m["message_id"])
+    )
+    return [plain(m["text"]) for m in msgs]
+
+
+def message_id_of(st: Stage, thread_id: int, needle: str) -> int:
+    for m in st.telegram.thread_messages(CHAT_ID, thread_id):
+        if needle in plain(m["text"]):
+            return int(m["message_id"])
+    raise AssertionError(f"no message with {needle!r}")
+
+
+def general_texts(st: Stage) -> list[str]:
+    chat = st.telegram.chats[CHAT_ID]
+    return [
+        plain(m["text"])
+        for m in sorted(chat.messages.values(), key=lambda m: int(m["message_id"]))
+        if m.get("from", {}).get("is_bot") and "message_thread_id" not in m and "text" in m
+    ]

@@ -1,0 +1,155 @@
+"""The Facebook webhook as Facebook calls it: handshake, signatures, durable intake."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from sqlalchemy import func, select
+
+from bot.emulators.stage import VERIFY_TOKEN, Stage, comment_delivery
+from bot.storage.models import InboxItem, Message, Task
+from tests.conftest import PAGE_ID, connect, load_fixture
+from tests.helpers import only_topic, thread_texts, topics
+
+POST = f"{PAGE_ID}_139560936755999"
+
+
+async def count(st: Stage, model: type) -> int:
+    async with st.c.db.read() as s:
+        return int(await s.scalar(select(func.count()).select_from(model)) or 0)
+
+
+async def test_verify_handshake_echoes_challenge(stage: Stage) -> None:
+    assert stage.http is not None
+    ok = {"hub.mode": "subscribe", "hub.verify_token": VERIFY_TOKEN, "hub.challenge": "1158201444"}
+    async with stage.http.get(stage.url + "/webhooks/facebook", params=ok) as resp:
+        assert resp.status == 200
+        assert await resp.text() == "1158201444"
+    bad = {**ok, "hub.verify_token": "wrong"}
+    async with stage.http.get(stage.url + "/webhooks/facebook", params=bad) as resp:
+        assert resp.status == 403
+
+
+async def test_unsigned_and_wrongly_signed_deliveries_are_refused_and_not_stored(
+    connected: Stage,
+) -> None:
+    body = load_fixture("fb_feed_delivery_comment_add_toplevel_realcapture.json")
+    unsigned = await connected.deliver_facebook(body, signed=False)
+    wrong = await connected.deliver_facebook(body, secret="not-the-app-secret")
+    assert (unsigned.status, wrong.status) == (403, 403)
+    async with connected.c.db.read() as s:
+        sources = list(await s.scalars(select(InboxItem.source)))
+    assert "facebook" not in sources
+    assert await count(connected, Message) == 0
+
+
+async def test_signed_real_capture_opens_a_topic_named_after_the_post(connected: Stage) -> None:
+    body = load_fixture("fb_feed_delivery_comment_add_toplevel_realcapture.json")
+    page_id = body["entry"][0]["id"]
+    await connect(connected, page_id=page_id, name="Corprio", token="corprio-token")
+    connected.graph.add_post(
+        "206070979425408_712750021053074",
+        "Chinese New Year gift boxes are here, order before Friday",
+        "2024-02-06T09:31:16+0000",
+    )
+    resp = await connected.deliver_facebook(body)
+    assert resp.status == 200
+    await connected.settled()
+    topic = only_topic(connected)
+    assert topics(connected)[topic]["name"] == "Chinese New Year gift boxes are… · 2024-02-06"
+    root, comment = thread_texts(connected, topic)
+    assert "Chinese New Year gift boxes are here, order before Friday" in root
+    assert "Customer: Wong Tsun-Lok Frank (facebook id 24266381753005180)" in root
+    assert comment == "Wong Tsun-Lok Frank: +1"
+    # the post text was read once, with the page's own token
+    reads = connected.graph.called("object")
+    assert [c.params["access_token"] for c in reads if c.params["path"].endswith("053074")] == [
+        "corprio-token"
+    ]
+
+
+async def test_a_delivery_with_several_entries_and_changes_handles_each(
+    connected: Stage,
+) -> None:
+    a = comment_delivery(PAGE_ID, POST, "c_1", ("u1", "Ann"), "first")
+    b = comment_delivery(PAGE_ID, POST, "c_2", ("u2", "Bo"), "second")
+    other_post = comment_delivery(PAGE_ID, f"{PAGE_ID}_222", "c_3", ("u3", "Cy"), "third")
+    # two changes in one entry, and a second entry for another post
+    a["entry"][0]["changes"].append(b["entry"][0]["changes"][0])
+    a["entry"].append(other_post["entry"][0])
+    assert (await connected.deliver_facebook(a)).status == 200
+    await connected.settled()
+    assert len(topics(connected)) == 2
+    texts = [t for tid in topics(connected) for t in thread_texts(connected, tid)]
+    assert "Ann: first" in texts and "Bo: second" in texts and "Cy: third" in texts
+
+
+async def test_the_same_comment_delivered_twice_shows_once(connected: Stage) -> None:
+    body = comment_delivery(PAGE_ID, POST, "c_1", ("u1", "Ann"), "hello")
+    assert (await connected.deliver_facebook(body)).status == 200
+    await connected.settled()
+    # Facebook's retry of the same delivery, and the same comment inside another delivery
+    assert (await connected.deliver_facebook(body)).status == 200
+    again = comment_delivery(PAGE_ID, POST, "c_1", ("u1", "Ann"), "hello")
+    again["entry"][0]["time"] += 5
+    assert (await connected.deliver_facebook(again)).status == 200
+    await connected.settled()
+    assert thread_texts(connected, only_topic(connected))[1:] == ["Ann: hello"]
+    assert await count(connected, Message) == 1
+
+
+async def test_fifty_concurrent_comments_on_a_new_post_open_one_topic(connected: Stage) -> None:
+    bodies = [
+        comment_delivery(PAGE_ID, POST, f"c_{i}", (f"u{i}", f"User {i}"), f"comment {i}")
+        for i in range(50)
+    ]
+    responses = await asyncio.gather(*(connected.deliver_facebook(b) for b in bodies))
+    assert [r.status for r in responses] == [200] * 50
+    await connected.settled(timeout=60)
+    topic = only_topic(connected)
+    relayed = thread_texts(connected, topic)[1:]
+    assert sorted(relayed) == sorted(f"User {i}: comment {i}" for i in range(50))
+    assert len(connected.telegram.called("createForumTopic")) == 1
+    assert await count(connected, Task) == 1
+
+
+async def test_page_own_comment_that_is_not_our_answer_shows_as_the_page(
+    connected: Stage,
+) -> None:
+    await connected.deliver_facebook(comment_delivery(PAGE_ID, POST, "c_1", ("u1", "Ann"), "hi"))
+    await connected.settled()
+    change = load_fixture("fb_feed_change_comment_add_by_page.json")
+    change["value"]["post_id"] = POST
+    body = {"object": "page", "entry": [{"id": PAGE_ID, "time": 1, "changes": [change]}]}
+    await connected.deliver_facebook(body)
+    await connected.settled()
+    # the fixture is a reply under another comment, hence the arrow
+    last = thread_texts(connected, only_topic(connected))[-1]
+    assert last == "↪ Bottender Coffee (Page): Public reply!"
+
+
+async def test_malformed_signed_bodies_get_400_and_oversized_413(connected: Stage) -> None:
+    resp = await connected.deliver_facebook(b"{not json")
+    assert resp.status == 400
+    resp = await connected.deliver_facebook({"object": "page"})
+    assert resp.status == 400
+    resp = await connected.deliver_facebook(b"x" * (1024 * 1024 + 10))
+    assert resp.status == 413
+
+
+async def test_unknown_page_is_acknowledged_and_creates_nothing(connected: Stage) -> None:
+    body = comment_delivery("999", "999_1", "c_9", ("u9", "Nobody"), "hello?")
+    assert (await connected.deliver_facebook(body)).status == 200
+    await connected.settled()
+    assert topics(connected) == {}
+    assert await count(connected, Message) == 0
+
+
+async def test_non_comment_feed_items_are_ignored(connected: Stage) -> None:
+    for name in ("fb_feed_change_reaction_add_on_comment.json", "fb_feed_change_status_add.json"):
+        change = load_fixture(name)
+        body = {"object": "page", "entry": [{"id": PAGE_ID, "time": 1, "changes": [change]}]}
+        assert (await connected.deliver_facebook(json.dumps(body).encode())).status == 200
+    await connected.settled()
+    assert topics(connected) == {}
