@@ -27,7 +27,8 @@ async def serve(settings: Settings) -> int:
         return 2
     site = web.TCPSite(runner, settings.host, settings.port)
     await site.start()
-    logging.getLogger("bot").info("listening", extra={"host": settings.host, "port": settings.port})
+    host, port = runner.addresses[0][:2]  # the real port when PORT=0
+    logging.getLogger("bot").info("listening on %s:%s", host, port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -17,6 +17,8 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from bot.errors import DeliveryError
 from bot.metrics import Metrics
 from bot.storage.db import Database
@@ -26,7 +28,9 @@ from bot.storage.repositories import OutboxRepository
 log = logging.getLogger(__name__)
 
 Executor = Callable[[OutboxJob], Awaitable[None]]
-FailureHandler = Callable[[OutboxJob, DeliveryError], Awaitable[None]]
+# Called inside the transaction that marks the job failed, so the state and what it
+# triggers (a notice in the thread) are written together.
+FailureHandler = Callable[[AsyncSession, OutboxJob, DeliveryError], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -214,6 +218,11 @@ class Outbox:
             row.claimed_until = None
             if final:
                 row.state = "failed"
+                try:
+                    async with s.begin_nested():
+                        await self._on_failed(s, job, e)
+                except Exception:
+                    log.exception("recording a failed job failed", extra={"job_id": job.id})
             else:
                 delay = backoff(attempts, self._base_delay)
                 if e.retry_after is not None:
@@ -225,10 +234,7 @@ class Outbox:
                 "outbox job failed",
                 extra={"job_id": job.id, "kind": job.kind, "reason": e.reason},
             )
-            try:
-                await self._on_failed(job, e)
-            except Exception:
-                log.exception("recording a failed job failed", extra={"job_id": job.id})
+            self._wake.set()
         else:
             self._metrics.outbox_retries.labels(job.kind).inc()
             log.info(

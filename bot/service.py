@@ -170,18 +170,21 @@ class Service:
             log.warning("post text not available", extra={"post_id": post_id, "reason": e.reason})
             info = PostInfo(post_id, "", None, None)
             error = e.reason
-        async with self.tx() as s:
-            if await self.repo.posts.get(s, post_id) is None:
-                s.add(
-                    Post(
-                        id=post_id,
-                        page_id=page.id,
-                        message=info.text,
-                        permalink_url=info.url,
-                        created_time=info.created_time,
-                        fetch_error=error,
+        try:
+            async with self.tx() as s:
+                if await self.repo.posts.get(s, post_id) is None:
+                    s.add(
+                        Post(
+                            id=post_id,
+                            page_id=page.id,
+                            message=info.text,
+                            permalink_url=info.url,
+                            created_time=info.created_time,
+                            fetch_error=error,
+                        )
                     )
-                )
+        except IntegrityError:
+            pass  # another worker stored the same post first; both read the same text
         return info
 
     async def _profile(self, page: Page, fb_id: str, name: str | None) -> tuple[str, str | None]:
@@ -735,35 +738,35 @@ class Service:
                 self._chat_job(s, task, "mark_delivered", message_id=row.id)
         self.metrics.answers.labels("delivered").inc()
 
-    async def job_failed(self, job: OutboxJob, error: DeliveryError) -> None:
-        """A job failed for good: say so where staff will see it."""
+    async def job_failed(self, s: AsyncSession, job: OutboxJob, error: DeliveryError) -> None:
+        """A job failed for good: say so where staff will see it (in the caller's
+        transaction)."""
         if job.kind != "fb_answer":
             return  # a chat call that failed for good has nowhere else to be shown
         message_id = int(job.payload.get("message_id", 0))  # type: ignore[call-overload]
-        async with self.tx() as s:
-            msg = await self.repo.messages.get(s, message_id)
-            if msg is None:
-                return
-            msg.state = "failed"
-            msg.error = error.reason
-            task = await self.repo.tasks.get(s, msg.task_id)
-            if task is None:
-                return
-            self._chat_job(
+        msg = await self.repo.messages.get(s, message_id)
+        if msg is None:
+            return
+        msg.state = "failed"
+        msg.error = error.reason
+        task = await self.repo.tasks.get(s, msg.task_id)
+        if task is None:
+            return
+        self._chat_job(
+            s,
+            task,
+            "notice_in_task",
+            text=f"⚠️ Not delivered to Facebook: {error.reason}",
+            reply_to=msg.chat_message_id,
+        )
+        page = await self.repo.pages.get(s, task.page_id)
+        if error.token_invalid and page is not None and not page.token_alerted:
+            page.token_alerted = True
+            self.notice(
                 s,
-                task,
-                "notice_in_task",
-                text=f"⚠️ Not delivered to Facebook: {error.reason}",
-                reply_to=msg.chat_message_id,
+                page.chat_platform,
+                page.chat_id,
+                f"⚠️ Facebook no longer accepts the token of the Page {page.name}. "
+                f"An admin must run /connect {page.id} again.",
             )
-            page = await self.repo.pages.get(s, task.page_id)
-            if error.token_invalid and page is not None and not page.token_alerted:
-                page.token_alerted = True
-                self.notice(
-                    s,
-                    page.chat_platform,
-                    page.chat_id,
-                    f"⚠️ Facebook no longer accepts the token of the Page {page.name}. "
-                    f"An admin must run /connect {page.id} again.",
-                )
         self.metrics.answers.labels("failed").inc()

@@ -1,0 +1,154 @@
+"""Storage on SQLite always, and on PostgreSQL when TEST_POSTGRES_URL is set."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy import func, select, text
+from sqlalchemy.exc import IntegrityError
+
+from bot.crypto import TokenBox
+from bot.domain import CommentEvent, FbUser
+from bot.metrics import Metrics
+from bot.service import Service
+from bot.storage.db import Database
+from bot.storage.models import InboxItem, Message, OutboxJob, Page, Task
+from bot.storage.repositories import InboxRepository, OutboxRepository
+
+PAGE_ID = "137542570280111"
+POST = f"{PAGE_ID}_1"
+
+
+@pytest.fixture
+async def db(db_url: str) -> AsyncIterator[Database]:
+    database = Database(db_url)
+    await database.migrate()
+    yield database
+    await database.close()
+
+
+async def add_page(db: Database, box: TokenBox) -> None:
+    async with db.write() as s:
+        s.add(
+            Page(
+                id=PAGE_ID,
+                name="Bottender",
+                token_encrypted=box.seal("tok"),
+                chat_platform="telegram",
+                chat_id="-100",
+                active=True,
+            )
+        )
+
+
+async def test_migrations_create_the_schema_and_are_idempotent(db: Database) -> None:
+    await db.migrate()  # second run: nothing to do
+    async with db.read() as s:
+        version = await s.scalar(text("SELECT version_num FROM alembic_version"))
+    assert version == "0001"
+    if db.is_sqlite:
+        async with db.read() as s:
+            mode = await s.scalar(text("PRAGMA journal_mode"))
+        assert mode == "wal"
+
+
+async def test_inbox_ignores_repeats_of_source_and_key(db: Database) -> None:
+    repo = InboxRepository()
+    row = {
+        "source": "telegram",
+        "dedupe_key": "1",
+        "payload": "{}",
+        "received_at": time.time(),
+        "processed_at": None,
+        "attempts": 0,
+        "next_attempt_at": 0.0,
+    }
+    async with db.write() as s:
+        await repo.add_many(s, [row, {**row, "dedupe_key": "2"}])
+    async with db.write() as s:
+        await repo.add_many(s, [row])
+    async with db.read() as s:
+        keys = list(await s.scalars(select(InboxItem.dedupe_key).order_by(InboxItem.id)))
+    assert keys == ["1", "2"]
+
+
+async def test_the_database_refuses_a_second_open_task_for_a_post(db: Database) -> None:
+    await add_page(db, TokenBox("k"))
+
+    def task(status: str) -> Task:
+        return Task(
+            page_id=PAGE_ID,
+            channel="comments",
+            post_id=POST,
+            status=status,
+            title="t",
+            root_text="",
+            chat_platform="telegram",
+            chat_id="-100",
+            assignees=[],
+        )
+
+    async with db.write() as s:
+        s.add(task("open"))
+        s.add(task("closed"))
+        s.add(task("closed"))
+    with pytest.raises(IntegrityError):
+        async with db.write() as s:
+            s.add(task("open"))
+
+
+async def test_fifty_concurrent_comments_make_one_task(db: Database) -> None:
+    """Without the single-process worker: fifty transactions race (truly, on PostgreSQL);
+    the partial unique index and the retry make them one task with fifty messages."""
+    box = TokenBox("k")
+    await add_page(db, box)
+    service = Service(db, None, {}, box, Metrics())
+    now = datetime.now(UTC)
+    events = [
+        CommentEvent(PAGE_ID, POST, f"c{i}", POST, "add", FbUser(f"u{i}", f"User {i}"), "hi", now)
+        for i in range(50)
+    ]
+    await asyncio.gather(*(service.handle_facebook_event(ev) for ev in events))
+    async with db.read() as s:
+        tasks = await s.scalar(select(func.count()).select_from(Task))
+        messages = list(await s.scalars(select(Message.task_id)))
+        opens = await s.scalar(
+            select(func.count()).select_from(OutboxJob).where(OutboxJob.kind == "open_thread")
+        )
+    assert tasks == 1
+    assert len(messages) == 50 and set(messages) == {1}
+    assert opens == 1
+
+
+async def test_outbox_claim_is_exclusive_and_heads_keep_lane_order(db: Database) -> None:
+    repo = OutboxRepository()
+    async with db.write() as s:
+        a1 = repo.add(s, "chat:1", "relay", {})
+        a2 = repo.add(s, "chat:1", "relay", {})
+        b1 = repo.add(s, "chat:2", "relay", {})
+    now = time.time() + 1
+    async with db.read() as s:
+        heads = [j.id for j in await repo.heads(s, now, 10)]
+    assert heads == [a1.id, b1.id]  # a2 waits behind a1
+    async with db.write() as s:
+        assert await repo.claim(s, a1.id, now, 60)
+    async with db.write() as s:
+        assert not await repo.claim(s, a1.id, now, 60)
+    async with db.read() as s:
+        assert [j.id for j in await repo.heads(s, now, 10)] == [b1.id]
+    assert a2.id > a1.id
+
+
+async def test_page_token_is_stored_encrypted(db: Database) -> None:
+    box = TokenBox("secret")
+    await add_page(db, box)
+    async with db.read() as s:
+        page = await s.get(Page, PAGE_ID)
+    assert page is not None and page.token_encrypted != "tok"
+    assert box.open(page.token_encrypted) == "tok"
+    with pytest.raises(ValueError, match="SECRET_KEY changed"):
+        TokenBox("other").open(page.token_encrypted)
