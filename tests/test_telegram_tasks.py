@@ -309,3 +309,28 @@ async def test_long_polling_mode_stores_and_handles_updates(tmp_path: Path) -> N
         assert general_texts(st)[-1].startswith("Connected the Page Bottender Coffee")
     finally:
         await st.stop()
+
+
+async def test_webhook_mode_registers_the_secret_and_the_commands(stage: Stage) -> None:
+    [hook] = stage.telegram.called("setWebhook")
+    assert hook.params["url"] == "https://pagedesk.example/webhooks/telegram"
+    assert hook.params["secret_token"] == "demo-webhook-secret"
+    [commands] = stage.telegram.called("setMyCommands")
+    names = {c["command"] for c in commands.params["commands"]}
+    assert {"connect", "disconnect", "close", "reopen"} <= names
+
+
+async def test_stop_lets_an_answer_in_flight_finish(connected: Stage) -> None:
+    topic = await two_comments(connected)
+    connected.graph.add_response("comments", {"id": "c_2_reply"}, delay=0.5)
+    update = connected.telegram.user_message(CHAT_ID, AGENT, "On its way", thread_id=topic)
+    await connected.telegram_update(update)
+    await connected.until(lambda: bool(connected.graph.called("comments")))
+    db = connected.c.db
+    await connected.stop_app()  # what SIGTERM does
+    reopened = type(db)(db.url)
+    async with reopened.read() as s:
+        state = await s.scalar(select(Message.state).where(Message.direction == "staff"))
+        fb_id = await s.scalar(select(Message.fb_id).where(Message.direction == "staff"))
+    await reopened.close()
+    assert (state, fb_id) == ("delivered", "c_2_reply")
