@@ -131,7 +131,7 @@ async def _startup(app: web.Application) -> None:
         tg_session = AiohttpSession(api=TelegramAPIServer.from_base(s.telegram_api_url))
         c.bot = Bot(s.telegram_bot_token.get_secret_value(), session=tg_session)
         c.service.platforms["telegram"] = TelegramPlatform(c.bot)
-        c.telegram = tg.TelegramHandler(c.bot, c.service, c.graph, s)
+        c.telegram = tg.TelegramHandler(c.bot, c.service, s)
         c.worker.register("telegram", c.telegram.handle_item)
         try:
             await tg.start_telegram(c.bot, s)

@@ -61,6 +61,15 @@ class PostInfo:
 
 
 @dataclass(frozen=True)
+class PageAccount:
+    """A page the operator's token manages, with the page's own token."""
+
+    id: str
+    name: str
+    access_token: str
+
+
+@dataclass(frozen=True)
 class PageInfo:
     id: str
     name: str

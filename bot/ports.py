@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from bot.domain import PostInfo
+from bot.domain import PageAccount, PostInfo
 
 
 @dataclass(frozen=True)
@@ -71,6 +71,10 @@ class ChatPlatform(Protocol):
 
 
 class FacebookGateway(Protocol):
+    async def accounts(self, user_token: str) -> list[PageAccount]: ...
+
+    async def subscribe_app(self, page_id: str, page_token: str, fields: list[str]) -> None: ...
+
     async def post(self, post_id: str, page_token: str) -> PostInfo: ...
 
     async def profile(self, user_id: str, page_token: str) -> tuple[str | None, str | None]: ...

@@ -543,6 +543,48 @@ class Service:
             return str(e)
         return "Task reopened."
 
+    async def connect(
+        self, ref: str, *, user_token: str | None, platform: str, chat_id: str, by_user: str
+    ) -> str:
+        """The /connect flow, the same in every chat: find the page among those the
+        operator's token manages, subscribe the app to it, store its token encrypted.
+        Returns what to tell the admin."""
+        if not ref:
+            return "Usage: /connect <page id or name>"
+        if user_token is None or self.graph is None:
+            return "FB_ACCESS_TOKEN is not set on the server: ask its operator."
+        if self.tokens is None:
+            return "SECRET_KEY is not set on the server: ask its operator."
+        graph = self.graph
+        try:
+            accounts = await graph.accounts(user_token)
+        except DeliveryError as e:
+            return f"Facebook refused to list the pages: {e.reason}"
+        found = [
+            a for a in accounts if ref in (a.id, a.name) or a.name.casefold() == ref.casefold()
+        ]
+        if not found:
+            known = ", ".join(f"{a.name} ({a.id})" for a in accounts) or "none"
+            return f"No page {ref!r} among the pages the token manages: {known}."
+        if len(found) > 1:
+            return f"Several pages are named {ref!r}; use the id: {', '.join(a.id for a in found)}."
+        page = found[0]
+        try:
+            await graph.subscribe_app(page.id, page.access_token, ["feed", "messages"])
+        except DeliveryError as e:
+            return f"Facebook refused to subscribe the app to {page.name}: {e.reason}"
+        try:
+            return await self.connect_page(
+                page_id=page.id,
+                name=page.name,
+                token=page.access_token,
+                platform=platform,
+                chat_id=chat_id,
+                by_user=by_user,
+            )
+        except ServiceError as e:
+            return str(e)
+
     async def connect_page(
         self,
         *,

@@ -4,26 +4,18 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
 
-from bot.domain import PostInfo
+from bot.domain import PageAccount, PostInfo
 from bot.errors import DeliveryError
 
 log = logging.getLogger(__name__)
 
 # Graph throttling codes: app (4), user (17), page (32), custom (613), page BUC (80001…).
 THROTTLE_CODES = frozenset({4, 17, 32, 613, 80000, 80001, 80002, 80003, 80004, 80005, 80006})
-
-
-@dataclass(frozen=True)
-class PageAccount:
-    id: str
-    name: str
-    access_token: str
 
 
 class GraphError(DeliveryError):

@@ -15,8 +15,6 @@ from aiohttp import web
 
 from bot import routing
 from bot.config import Settings
-from bot.errors import DeliveryError
-from bot.fb.graph import GraphClient
 from bot.handlers import Handler
 from bot.intake import Intake, IntakeClosed
 from bot.metrics import Metrics
@@ -123,12 +121,9 @@ async def start_telegram(bot: Bot, settings: Settings) -> None:
 class TelegramHandler:
     """Handles one stored update at a time (called by the inbox worker)."""
 
-    def __init__(
-        self, bot: Bot, service: Service, graph: GraphClient | None, settings: Settings
-    ) -> None:
+    def __init__(self, bot: Bot, service: Service, settings: Settings) -> None:
         self.bot = bot
         self.service = service
-        self.graph = graph
         self.settings = settings
 
     async def handle_item(self, item: InboxItem) -> None:
@@ -248,47 +243,14 @@ class TelegramHandler:
         if m.chat.type != "supergroup" or not m.chat.is_forum:
             await self.say(m, NO_TOPICS)
             return
-        if not ref:
-            await self.say(m, "Usage: /connect <page id or name>")
-            return
         token = self.settings.fb_access_token
-        if token is None or self.graph is None:
-            await self.say(m, "FB_ACCESS_TOKEN is not set on the server: ask its operator.")
-            return
-        if self.service.tokens is None:
-            await self.say(m, "SECRET_KEY is not set on the server: ask its operator.")
-            return
-        try:
-            accounts = await self.graph.accounts(token.get_secret_value())
-        except DeliveryError as e:
-            await self.say(m, f"Facebook refused to list the pages: {e.reason}")
-            return
-        found = [a for a in accounts if a.id == ref or a.name.casefold() == ref.casefold()]
-        if not found:
-            known = ", ".join(f"{a.name} ({a.id})" for a in accounts) or "none"
-            await self.say(m, f"No page {ref!r} among the pages the token manages: {known}.")
-            return
-        if len(found) > 1:
-            ids = ", ".join(a.id for a in found)
-            await self.say(m, f"Several pages are named {ref!r}; use the id: {ids}.")
-            return
-        page = found[0]
-        try:
-            await self.graph.subscribe_app(page.id, page.access_token, ["feed", "messages"])
-        except DeliveryError as e:
-            await self.say(m, f"Facebook refused to subscribe the app to {page.name}: {e.reason}")
-            return
-        try:
-            text = await self.service.connect_page(
-                page_id=page.id,
-                name=page.name,
-                token=page.access_token,
-                platform=PLATFORM,
-                chat_id=str(m.chat.id),
-                by_user=str(m.from_user.id) if m.from_user else "",
-            )
-        except ServiceError as e:
-            text = str(e)
+        text = await self.service.connect(
+            ref,
+            user_token=token.get_secret_value() if token else None,
+            platform=PLATFORM,
+            chat_id=str(m.chat.id),
+            by_user=str(m.from_user.id) if m.from_user else "",
+        )
         await self.say(m, text)
 
     async def on_edited(self, m: Message) -> None:
