@@ -12,15 +12,19 @@ from aiogram import Bot
 from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
 from aiohttp import web
+from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+from slack_bolt.async_app import AsyncApp
+from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.config import ConfigError, Settings
 from bot.crypto import TokenBox
 from bot.fb.graph import GraphClient
-from bot.handlers import facebook, ops
+from bot.handlers import facebook, ops, slack
 from bot.handlers import telegram as tg
 from bot.intake import Intake
 from bot.metrics import Metrics
 from bot.outbox import Limit, Outbox, Pacer
+from bot.platforms.slack import SlackPlatform
 from bot.platforms.telegram import TelegramPlatform
 from bot.ports import ChatPlatform
 from bot.service import Service
@@ -58,6 +62,9 @@ class Components:
     http: aiohttp.ClientSession | None = None
     graph: GraphClient | None = None
     bot: Bot | None = None
+    slack_client: AsyncWebClient | None = None
+    bolt: AsyncApp | None = None
+    socket_mode: AsyncSocketModeHandler | None = None
     telegram: tg.TelegramHandler | None = None
     background: list[asyncio.Task[None]] = field(default_factory=list)
     stop_polling: asyncio.Event = field(default_factory=asyncio.Event)
@@ -104,6 +111,14 @@ def create_app(settings: Settings, *, outbox_base_delay: float = 1.0) -> web.App
             metrics,
         ),
     )
+    if settings.slack_enabled:
+        assert settings.slack_bot_token is not None
+        c.slack_client = AsyncWebClient(
+            token=settings.slack_bot_token.get_secret_value(), base_url=settings.slack_api_url
+        )
+        c.bolt = slack.build_bolt(settings, c.slack_client, intake, metrics)
+        if settings.slack_app_token is None:
+            app.router.add_post("/webhooks/slack", slack.http_handler(c.bolt))
     if settings.telegram_webhook_secret is not None:
         app.router.add_post(
             "/webhooks/telegram",
@@ -142,9 +157,23 @@ async def _startup(app: web.Application) -> None:
             c.background.append(
                 asyncio.create_task(tg.poll_updates(c.bot, c.intake, c.stop_polling))
             )
+    if c.slack_client is not None and c.bolt is not None:
+        c.service.platforms["slack"] = SlackPlatform(c.slack_client)
+        c.worker.register("slack", slack.SlackHandler(c.slack_client, c.service, s).handle_item)
+        if s.slack_app_token is not None:
+            c.socket_mode = AsyncSocketModeHandler(
+                c.bolt,
+                s.slack_app_token.get_secret_value(),
+                web_client=AsyncWebClient(base_url=s.slack_api_url),
+            )
     c.intake.start()
     c.worker.start()
     await c.outbox.start()
+    if c.socket_mode is not None:
+        try:
+            await c.socket_mode.connect_async()  # type: ignore[no-untyped-call]
+        except Exception as e:
+            log.error("Slack Socket Mode connection failed", extra={"error": str(e)})
     log.info(
         "pagedesk started",
         extra={
@@ -160,6 +189,8 @@ async def _cleanup(app: web.Application) -> None:
     """Graceful stop: store what was handed in, finish what is in flight, keep the rest."""
     c = app[COMPONENTS]
     c.stop_polling.set()
+    if c.socket_mode is not None:
+        await c.socket_mode.close_async()  # type: ignore[no-untyped-call]
     for t in c.background:
         t.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -169,6 +200,8 @@ async def _cleanup(app: web.Application) -> None:
     await c.outbox.stop()
     if c.bot is not None:
         await c.bot.session.close()
+    if c.slack_client is not None and c.slack_client.session is not None:
+        await c.slack_client.session.close()
     if c.http is not None:
         await c.http.close()
     await c.db.close()

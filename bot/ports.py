@@ -31,6 +31,7 @@ class ChatPost:
     is_reply: bool = False
     picture_url: str | None = None
     message_id: int | None = None  # our id, for a per-message "Reply" action
+    only_for: str | None = None  # a chat user id: shown to that user alone, where possible
 
 
 @dataclass(frozen=True)
@@ -65,9 +66,9 @@ class ChatPlatform(Protocol):
 
     async def mark_delivered(self, chat_id: str, thread_id: str, message_id: str) -> None: ...
 
-    async def notify_user(self, user: str, text: str, link: str | None) -> bool: ...
-
-    def thread_link(self, chat_id: str, thread_id: str) -> str | None: ...
+    async def notify_assignee(self, chat_id: str, thread: ThreadRef, user: str, title: str) -> bool:
+        """A direct message with a link to the task, where the platform allows it."""
+        ...
 
 
 class FacebookGateway(Protocol):

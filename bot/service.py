@@ -11,7 +11,7 @@ import json
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -103,6 +103,7 @@ class Service:
         *,
         thread_id: str | None = None,
         reply_to: str | None = None,
+        only_for: str | None = None,
     ) -> None:
         """A message from the bot to the staff chat (command answers, failures)."""
         self.enqueue(
@@ -115,6 +116,7 @@ class Service:
                 "thread_id": thread_id,
                 "reply_to": reply_to,
                 "text": text,
+                "only_for": only_for,
                 "pace": Pace.chat(platform, chat_id),
             },
         )
@@ -510,6 +512,22 @@ class Service:
         )
         return msg
 
+    async def answer_message(self, message_id: int, text: str, user_id: str) -> None:
+        """Answer one customer message chosen in the chat's UI (Slack's Reply button). The
+        answer is also shown in the thread, where its delivery mark goes."""
+        async with self.tx() as s:
+            target = await self.repo.messages.get(s, message_id)
+            if target is None or target.direction != "customer":
+                return
+            task = await self.repo.tasks.get(s, target.task_id)
+            assert task is not None
+            if not text.strip():
+                return
+            msg = await self._queue_answer(
+                s, task, message_view(target, task.post_id), text.strip(), user_id, None
+            )
+            self._chat_job(s, task, "show_answer", message_id=msg.id)
+
     async def close_task(self, task_id: int, user: str) -> str:
         async with self.tx() as s:
             task = await self.repo.tasks.get(s, task_id)
@@ -639,12 +657,19 @@ class Service:
     async def execute(self, job: OutboxJob) -> None:
         p = job.payload
         if job.kind == "chat_notice":
-            platform = self.platforms[str(p["platform"])]
+            platform = self.platforms.get(str(p["platform"]))
+            if platform is None:
+                raise DeliveryError(f"{p['platform']} is not configured", retryable=False)
             thread = p.get("thread_id")
             await platform.post(
                 str(p["chat_id"]),
                 str(thread) if thread else "",
-                ChatPost(kind="notice", author="", text=str(p["text"])),
+                ChatPost(
+                    kind="notice",
+                    author="",
+                    text=str(p["text"]),
+                    only_for=str(p["only_for"]) if p.get("only_for") else None,
+                ),
                 reply_to=str(p["reply_to"]) if p.get("reply_to") else None,
             )
             return
@@ -656,7 +681,7 @@ class Service:
             task = await self.repo.tasks.get(s, task_id)
             if task is None:
                 return
-            platform = self.platforms.get(task.chat_platform)  # type: ignore[assignment]
+            platform = self.platforms.get(task.chat_platform)
             if platform is None:
                 raise DeliveryError(f"{task.chat_platform} is not configured", retryable=False)
             msg = (
@@ -682,9 +707,8 @@ class Service:
                 assert row is not None
                 row.thread_id = ref.thread_id
                 row.root_message_id = ref.root_message_id
-            link = platform.thread_link(task.chat_id, ref.thread_id)
             for user in task.assignees:
-                await platform.notify_user(user, f"New task for you: {task.title}", link)
+                await platform.notify_assignee(task.chat_id, ref, user, task.title)
             return
         if task.thread_id is None or task.root_message_id is None:
             raise DeliveryError("the task's thread is not open yet", retryable=True)
@@ -692,6 +716,11 @@ class Service:
             if msg.chat_message_id is not None:
                 return
             post = self._chat_post(msg, task)
+            if msg.direction == "customer" and msg.author_fb_id:
+                async with self.db.read() as s:
+                    contact = await self.repo.contacts.by_fb_id(s, msg.author_fb_id)
+                if contact is not None and contact.picture_url:
+                    post = replace(post, picture_url=contact.picture_url)
             reply_to = None
             if msg.fb_parent_id and task.post_id and msg.fb_parent_id != task.post_id:
                 async with self.db.read() as s:
@@ -708,6 +737,25 @@ class Service:
             await platform.edit(
                 task.chat_id, task.thread_id, msg.chat_message_id, self._chat_post(msg, task)
             )
+        elif job.kind == "show_answer" and msg is not None and msg.chat_message_id is None:
+            async with self.db.read() as s:
+                target = (
+                    await self.repo.messages.get(s, msg.answers_message_id)
+                    if msg.answers_message_id
+                    else None
+                )
+            to = target.author_name if target is not None else "the customer"
+            shown = await platform.post(
+                task.chat_id,
+                task.thread_id,
+                ChatPost(
+                    kind="notice", author="", text=f"<@{msg.staff_user_id}> to {to}: {msg.text}"
+                ),
+            )
+            async with self.tx() as s:
+                shown_row = await self.repo.messages.get(s, msg.id)
+                assert shown_row is not None
+                shown_row.chat_message_id = shown
         elif job.kind == "mark_delivered" and msg is not None and msg.chat_message_id:
             await platform.mark_delivered(task.chat_id, task.thread_id, msg.chat_message_id)
         elif job.kind == "notice_in_task":
@@ -776,8 +824,9 @@ class Service:
                 row.fb_id = fb_id
             row.state = "delivered"
             row.error = None
-            if row.chat_message_id is not None:
-                self._chat_job(s, task, "mark_delivered", message_id=row.id)
+            # queued even before the answer's chat copy exists (Slack's Reply modal): the
+            # copy is queued earlier in the same lane, so it is there when this runs
+            self._chat_job(s, task, "mark_delivered", message_id=row.id)
         self.metrics.answers.labels("delivered").inc()
 
     async def job_failed(self, s: AsyncSession, job: OutboxJob, error: DeliveryError) -> None:

@@ -11,15 +11,18 @@ import json
 import time
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlencode
 
 import aiohttp
 from aiohttp import web
+from slack_sdk.signature import SignatureVerifier
 from sqlalchemy import func, select
 
 from bot.app import COMPONENTS, Components, create_app
 from bot.config import Settings, load_settings
 from bot.emulators.base import runner_port
 from bot.emulators.graph import FakeGraph
+from bot.emulators.slack import FakeSlack
 from bot.emulators.telegram import FakeTelegram
 from bot.fb.signature import sign
 
@@ -28,6 +31,8 @@ VERIFY_TOKEN = "demo-verify-token"
 TG_SECRET = "demo-webhook-secret"
 TG_TOKEN = "123456:DEMO-token"
 USER_TOKEN = "demo-user-token"
+SLACK_TOKEN = "xoxb-demo-token"
+SLACK_SIGNING_SECRET = "demo-slack-signing-secret"
 
 
 class Stage:
@@ -36,6 +41,7 @@ class Stage:
         self.overrides = overrides
         self.graph = FakeGraph(user_token=USER_TOKEN)
         self.telegram = FakeTelegram(token=TG_TOKEN, **overrides.pop("telegram_options", {}))
+        self.slack = FakeSlack(token=SLACK_TOKEN, **overrides.pop("slack_options", {}))
         self.app: web.Application | None = None
         self.runner: web.AppRunner | None = None
         self.http: aiohttp.ClientSession | None = None
@@ -50,6 +56,7 @@ class Stage:
     async def start(self) -> Stage:
         await self.graph.start()
         await self.telegram.start()
+        await self.slack.start()
         self.http = aiohttp.ClientSession()
         await self.start_app()
         return self
@@ -66,6 +73,9 @@ class Stage:
             "telegram_bot_token": TG_TOKEN,
             "telegram_api_url": self.telegram.url,
             "telegram_webhook_secret": TG_SECRET,
+            "slack_bot_token": SLACK_TOKEN,
+            "slack_signing_secret": SLACK_SIGNING_SECRET,
+            "slack_api_url": self.slack.api_url,
             "rate_telegram_group_per_min": 100_000,
             "rate_telegram_global_per_sec": 100_000,
             "rate_fb_page_per_min": 100_000,
@@ -92,6 +102,7 @@ class Stage:
             await self.http.close()
         await self.graph.stop()
         await self.telegram.stop()
+        await self.slack.stop()
 
     # --- sending things in -------------------------------------------------------------
 
@@ -122,6 +133,42 @@ class Stage:
         ) as resp:
             await resp.read()
             return resp
+
+    async def slack_request(
+        self,
+        body: dict[str, Any] | str,
+        *,
+        form: bool = False,
+        secret: str = SLACK_SIGNING_SECRET,
+        timestamp: int | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, str]:
+        """A request as Slack sends it: JSON events, form-encoded commands and
+        interactivity (``payload=``), signed with the signing secret."""
+        assert self.http is not None
+        if isinstance(body, str):
+            raw = body
+        elif form:
+            raw = urlencode(body)
+        else:
+            raw = json.dumps(body)
+        ts = str(timestamp if timestamp is not None else int(time.time()))
+        signature = SignatureVerifier(secret).generate_signature(timestamp=ts, body=raw) or ""
+        content_type = "application/x-www-form-urlencoded" if form else "application/json"
+        async with self.http.post(
+            self.url + "/webhooks/slack",
+            data=raw.encode(),
+            headers={
+                "Content-Type": content_type,
+                "X-Slack-Request-Timestamp": ts,
+                "X-Slack-Signature": signature,
+                **(headers or {}),
+            },
+        ) as resp:
+            return resp.status, await resp.text()
+
+    async def slack_interaction(self, payload: dict[str, Any]) -> tuple[int, str]:
+        return await self.slack_request({"payload": json.dumps(payload)}, form=True)
 
     # --- waiting for the work to happen ----------------------------------------------
 

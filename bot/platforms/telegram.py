@@ -201,18 +201,14 @@ class TelegramPlatform:
                 reply_to=message_id,
             )
 
-    async def notify_user(self, user: str, text: str, link: str | None) -> bool:
+    async def notify_assignee(self, chat_id: str, thread: ThreadRef, user: str, title: str) -> bool:
         if not user.lstrip("-").isdigit():
             return False  # a @username cannot be messaged directly; the mention notifies
+        link = ""
+        if chat_id.startswith("-100"):
+            link = f"\nhttps://t.me/c/{chat_id[4:]}/{thread.thread_id}"
         try:
-            await self.bot.send_message(
-                chat_id=int(user), text=text + (f"\n{link}" if link else "")
-            )
+            await self.bot.send_message(chat_id=int(user), text=f"New task for you: {title}{link}")
         except TelegramAPIError:
             return False  # the user never started a chat with the bot
         return True
-
-    def thread_link(self, chat_id: str, thread_id: str) -> str | None:
-        if chat_id.startswith("-100"):
-            return f"https://t.me/c/{chat_id[4:]}/{thread_id}"
-        return None

@@ -1,0 +1,228 @@
+"""A local Slack Web API for the real ``AsyncWebClient`` (``base_url=<url>/api/``).
+
+With ``enforce_limits`` it answers ``ratelimited`` with a ``Retry-After`` header when more
+than ``per_channel_per_sec`` messages go into one channel in a second, as Slack does.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import time
+from collections import defaultdict, deque
+from typing import Any
+
+from aiohttp import web
+
+from bot.emulators.base import Call, FakeServer, read_params
+
+AUTH_TEST = {
+    "ok": True,
+    "url": "https://subarachnoid.slack.com/",
+    "team": "Subarachnoid Workspace",
+    "user": "bot",
+    "team_id": "T0G9PQBBK",
+    "user_id": "W23456789",
+    "bot_id": "BZYBOTHED",
+}
+
+
+class FakeSlack(FakeServer):
+    def __init__(
+        self,
+        token: str = "xoxb-test",
+        *,
+        enforce_limits: bool = False,
+        per_channel_per_sec: int = 1,
+    ) -> None:
+        super().__init__()
+        self.token = token
+        self.admins: set[str] = set()
+        self.users: dict[str, dict[str, Any]] = {}
+        # channel -> ts -> message
+        self.channels: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
+        self.reactions: dict[tuple[str, str], list[str]] = defaultdict(list)
+        self.ephemeral: list[dict[str, Any]] = []
+        self.views: list[dict[str, Any]] = []
+        self.joined: set[str] = set()
+        self.enforce_limits = enforce_limits
+        self.per_channel_per_sec = per_channel_per_sec
+        self.throttled = 0
+        self._sent: dict[str, deque[float]] = defaultdict(deque)
+        self._seq = itertools.count(1)
+        self._events = itertools.count(1)
+        self.app.router.add_route("*", "/api/{method}", self._handle)
+
+    @property
+    def api_url(self) -> str:
+        return self.url + "/api/"
+
+    def new_ts(self) -> str:
+        return f"{int(time.time())}.{next(self._seq):06d}"
+
+    def add_user(self, user_id: str, name: str, *, admin: bool = False) -> None:
+        self.users[user_id] = {"id": user_id, "name": name.lower(), "real_name": name}
+        if admin:
+            self.admins.add(user_id)
+
+    # --- what a person does in Slack, as Slack would deliver it --------------------------
+
+    def message_event(
+        self, channel: str, user: str, text: str, *, thread_ts: str | None = None
+    ) -> dict[str, Any]:
+        ts = self.new_ts()
+        event: dict[str, Any] = {
+            "user": user,
+            "type": "message",
+            "ts": ts,
+            "text": text,
+            "team": "T0G9PQBBK",
+            "channel": channel,
+            "event_ts": ts,
+            "channel_type": "channel",
+        }
+        if thread_ts is not None:
+            event["thread_ts"] = thread_ts
+            event["parent_user_id"] = AUTH_TEST["user_id"]
+        self.channels[channel][ts] = {**event}
+        return self.envelope(event)
+
+    def envelope(self, event: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "token": "verification_token",
+            "team_id": "T0G9PQBBK",
+            "api_app_id": "A111",
+            "event": event,
+            "type": "event_callback",
+            "event_id": f"Ev{next(self._events):08d}",
+            "event_time": int(time.time()),
+            "authorizations": [
+                {
+                    "team_id": "T0G9PQBBK",
+                    "user_id": AUTH_TEST["user_id"],
+                    "is_bot": True,
+                    "is_enterprise_install": False,
+                }
+            ],
+        }
+
+    def thread(self, channel: str, thread_ts: str) -> list[dict[str, Any]]:
+        """The bot's replies in a thread, oldest first (the root excluded)."""
+        msgs = [
+            m
+            for ts, m in self.channels[channel].items()
+            if m.get("thread_ts") == thread_ts and ts != thread_ts and m.get("bot_id")
+        ]
+        return sorted(msgs, key=lambda m: m["ts"])
+
+    def roots(self, channel: str) -> list[dict[str, Any]]:
+        return sorted(
+            (
+                m
+                for m in self.channels[channel].values()
+                if m.get("bot_id") and "thread_ts" not in m
+            ),
+            key=lambda m: m["ts"],
+        )
+
+    # --- the API ------------------------------------------------------------------------
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        method = request.match_info["method"]
+        params = await read_params(request)
+        self.calls.append(Call(method, params, dict(request.headers)))
+        if request.headers.get("Authorization") != f"Bearer {self.token}":
+            return web.json_response({"ok": False, "error": "invalid_auth"})
+        scripted = await self.scripted(request, method)
+        if scripted is not None:
+            return scripted
+        if method in ("chat.postMessage", "chat.postEphemeral") and self.enforce_limits:
+            channel = str(params.get("channel"))
+            sent = self._sent[channel]
+            now = time.monotonic()
+            while sent and sent[0] <= now - 1:
+                sent.popleft()
+            if len(sent) >= self.per_channel_per_sec:
+                self.throttled += 1
+                return web.json_response(
+                    {"ok": False, "error": "ratelimited"}, status=429, headers={"Retry-After": "1"}
+                )
+            sent.append(now)
+        handler = getattr(self, "m_" + method.replace(".", "_"), None)
+        if handler is None:
+            return web.json_response({"ok": True})
+        result = await handler(params)
+        return web.json_response(result)
+
+    async def m_auth_test(self, p: dict[str, Any]) -> dict[str, Any]:
+        return AUTH_TEST
+
+    def _blocks(self, p: dict[str, Any]) -> list[Any]:
+        blocks = p.get("blocks") or []
+        return json.loads(blocks) if isinstance(blocks, str) else list(blocks)
+
+    async def m_chat_postMessage(self, p: dict[str, Any]) -> dict[str, Any]:
+        channel = str(p["channel"])
+        ts = self.new_ts()
+        msg: dict[str, Any] = {
+            "type": "message",
+            "ts": ts,
+            "text": p.get("text", ""),
+            "blocks": self._blocks(p),
+            "bot_id": AUTH_TEST["bot_id"],
+            "user": AUTH_TEST["user_id"],
+        }
+        if p.get("thread_ts"):
+            msg["thread_ts"] = str(p["thread_ts"])
+        self.channels[channel][ts] = msg
+        return {"ok": True, "channel": channel, "ts": ts, "message": msg}
+
+    async def m_chat_update(self, p: dict[str, Any]) -> dict[str, Any]:
+        channel, ts = str(p["channel"]), str(p["ts"])
+        msg = self.channels[channel].get(ts)
+        if msg is None:
+            return {"ok": False, "error": "message_not_found"}
+        msg.update(text=p.get("text", msg.get("text")), blocks=self._blocks(p), edited=True)
+        return {"ok": True, "channel": channel, "ts": ts, "text": msg["text"]}
+
+    async def m_chat_postEphemeral(self, p: dict[str, Any]) -> dict[str, Any]:
+        self.ephemeral.append(p)
+        return {"ok": True, "message_ts": self.new_ts()}
+
+    async def m_reactions_add(self, p: dict[str, Any]) -> dict[str, Any]:
+        key = (str(p["channel"]), str(p["timestamp"]))
+        if p["name"] in self.reactions[key]:
+            return {"ok": False, "error": "already_reacted"}
+        self.reactions[key].append(str(p["name"]))
+        return {"ok": True}
+
+    async def m_users_info(self, p: dict[str, Any]) -> dict[str, Any]:
+        uid = str(p["user"])
+        base = self.users.get(uid)
+        if base is None:
+            return {"ok": False, "error": "user_not_found"}
+        user = {
+            **base,
+            "is_admin": uid in self.admins,
+            "is_owner": False,
+            "is_bot": False,
+            "profile": {"real_name": base["real_name"], "display_name": base["name"]},
+        }
+        return {"ok": True, "user": user}
+
+    async def m_conversations_join(self, p: dict[str, Any]) -> dict[str, Any]:
+        self.joined.add(str(p["channel"]))
+        return {"ok": True, "channel": {"id": p["channel"]}}
+
+    async def m_views_open(self, p: dict[str, Any]) -> dict[str, Any]:
+        view = p["view"] if isinstance(p["view"], dict) else json.loads(p["view"])
+        self.views.append({"trigger_id": p.get("trigger_id"), "view": view})
+        return {"ok": True, "view": {"id": f"V{len(self.views)}", **view}}
+
+    async def m_chat_getPermalink(self, p: dict[str, Any]) -> dict[str, Any]:
+        ts = str(p["message_ts"]).replace(".", "")
+        return {
+            "ok": True,
+            "channel": p["channel"],
+            "permalink": f"https://subarachnoid.slack.com/archives/{p['channel']}/p{ts}",
+        }

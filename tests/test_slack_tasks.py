@@ -1,0 +1,303 @@
+"""Slack at parity with Telegram: real slack-bolt and slack_sdk against the Slack emulator."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from bot.emulators.stage import Stage, comment_delivery
+from bot.storage.models import InboxItem, Page
+from tests.conftest import PAGE_ID, PAGE_TOKEN, load_fixture
+
+CHANNEL = "C111"
+ADMIN = "W111"
+AGENT = "W222"
+POST = f"{PAGE_ID}_139560936755999"
+
+
+def command(name: str, text: str, user: str = ADMIN) -> dict[str, Any]:
+    body = dict(load_fixture("slack_slash_command_body.parsed.json"))
+    body.update(
+        command=f"/{name}",
+        text=text,
+        user_id=user,
+        channel_id=CHANNEL,
+        trigger_id=f"{time.monotonic_ns()}.trigger",
+    )
+    return body
+
+
+@pytest.fixture
+async def slack(stage: Stage) -> Stage:
+    stage.graph.add_page(PAGE_ID, "Bottender Coffee", PAGE_TOKEN)
+    stage.slack.add_user(ADMIN, "Sal", admin=True)
+    stage.slack.add_user(AGENT, "Ines")
+    status, _ = await stage.slack_request(command("connect", PAGE_ID), form=True)
+    assert status == 200
+    await stage.settled()
+    return stage
+
+
+async def comment(st: Stage, cid: str, author: tuple[str, str], text: str) -> None:
+    assert (
+        await st.deliver_facebook(comment_delivery(PAGE_ID, POST, cid, author, text))
+    ).status == 200
+    await st.settled()
+
+
+def root(st: Stage, index: int = -1) -> dict[str, Any]:
+    return st.slack.roots(CHANNEL)[index]
+
+
+def status_of(message: dict[str, Any]) -> str:
+    return next(
+        b["elements"][0]["text"]
+        for b in message["blocks"]
+        if b["type"] == "context" and b["elements"][0]["text"].startswith("Status:")
+    )
+
+
+def thread_texts(st: Stage, ts: str) -> list[str]:
+    return [m["text"] for m in st.slack.thread(CHANNEL, ts)]
+
+
+async def staff(st: Stage, text: str, thread_ts: str, user: str = AGENT) -> dict[str, Any]:
+    body = st.slack.message_event(CHANNEL, user, text, thread_ts=thread_ts)
+    status, _ = await st.slack_request(body)
+    assert status == 200
+    await st.settled()
+    return body
+
+
+async def test_connect_joins_the_channel_and_answers_the_admin_alone(slack: Stage) -> None:
+    assert CHANNEL in slack.slack.joined
+    [reply] = slack.slack.ephemeral
+    assert reply["user"] == ADMIN
+    assert reply["text"].startswith("Connected the Page Bottender Coffee")
+    async with slack.c.db.read() as s:
+        page = await s.get(Page, PAGE_ID)
+    assert page is not None and (page.chat_platform, page.chat_id) == ("slack", CHANNEL)
+
+
+async def test_non_admin_connect_is_refused_and_changes_nothing(stage: Stage) -> None:
+    stage.graph.add_page(PAGE_ID, "Bottender Coffee", PAGE_TOKEN)
+    stage.slack.add_user(AGENT, "Ines")
+    await stage.slack_request(command("connect", PAGE_ID, user=AGENT), form=True)
+    await stage.settled()
+    assert [e["text"] for e in stage.slack.ephemeral] == ["Only workspace admins can run /connect."]
+    assert stage.graph.called("accounts") == []
+    async with stage.c.db.read() as s:
+        assert list(await s.scalars(select(Page))) == []
+
+
+async def test_comment_opens_a_block_kit_root_and_a_thread(slack: Stage) -> None:
+    slack.graph.add_post(POST, "Pumpkin latte is back!", "2026-11-20T09:31:16+0000")
+    slack.graph.add_profile("u1", "Ann", "https://pics.example/ann.jpg")
+    await comment(slack, "c_1", ("u1", "Ann"), "Vegan? <yes> & more")
+    await comment(slack, "c_2", ("u2", "Bo"), "Cookies?")
+    r = root(slack)
+    types = [b["type"] for b in r["blocks"]]
+    assert types == ["header", "section", "context", "context", "actions"]
+    assert r["blocks"][0]["text"]["text"] == "Pumpkin latte is back! · 2026-11-20"
+    assert "> Customer: Ann (facebook id u1)" in r["blocks"][2]["elements"][0]["text"]
+    buttons = [e["action_id"] for e in r["blocks"][-1]["elements"]]
+    assert buttons == ["task_close", "task_quick"]
+    assert thread_texts(slack, r["ts"]) == [
+        "*Ann*: Vegan? &lt;yes&gt; &amp; more",
+        "*Bo*: Cookies?",
+    ]
+    first = slack.slack.thread(CHANNEL, r["ts"])[0]
+    assert first["blocks"][0]["elements"][0] == {
+        "type": "image",
+        "image_url": "https://pics.example/ann.jpg",
+        "alt_text": "Ann",
+    }
+    assert first["blocks"][-1]["elements"][0]["action_id"] == "comment_reply"
+
+
+async def test_thread_reply_is_answered_on_facebook_and_marked(slack: Stage) -> None:
+    await comment(slack, "c_1", ("u1", "Ann"), "Vegan?")
+    await comment(slack, "c_2", ("u2", "Bo"), "Cookies?")
+    ts = root(slack)["ts"]
+    sent = await staff(slack, "Monday &amp; Tuesday", ts)
+    [posted] = slack.graph.comments
+    assert (posted.parent_id, posted.message, posted.token) == (
+        "c_2",
+        "Monday & Tuesday",
+        PAGE_TOKEN,
+    )
+    assert slack.slack.reactions[(CHANNEL, sent["event"]["ts"])] == ["white_check_mark"]
+
+
+async def test_slack_retries_have_no_second_effect(slack: Stage) -> None:
+    await comment(slack, "c_1", ("u1", "Ann"), "Vegan?")
+    body = slack.slack.message_event(CHANNEL, AGENT, "Yes", thread_ts=root(slack)["ts"])
+    assert (await slack.slack_request(body))[0] == 200
+    for n in (1, 2):
+        retry = {"X-Slack-Retry-Num": str(n), "X-Slack-Retry-Reason": "http_timeout"}
+        assert (await slack.slack_request(body, headers=retry))[0] == 200
+    await slack.settled()
+    assert [c.message for c in slack.graph.comments] == ["Yes"]
+
+
+@pytest.mark.parametrize(
+    "fixture",
+    [
+        "slack_event_callback_message_from_other_app_bot_id.json",
+        "slack_event_callback_message_subtype_bot_message.json",
+    ],
+)
+async def test_bot_messages_in_a_thread_are_ignored(slack: Stage, fixture: str) -> None:
+    await comment(slack, "c_1", ("u1", "Ann"), "Vegan?")
+    body = load_fixture(fixture)
+    body["event"].update(channel=CHANNEL, thread_ts=root(slack)["ts"])
+    assert (await slack.slack_request(body))[0] == 200
+    await slack.settled()
+    assert slack.graph.comments == []
+
+
+async def test_notes_stay_internal(slack: Stage) -> None:
+    await comment(slack, "c_1", ("u1", "Ann"), "Vegan?")
+    await staff(slack, "note: ask the kitchen", root(slack)["ts"])
+    assert slack.graph.comments == []
+
+
+async def test_bang_close_in_a_thread_and_the_next_comment_opens_a_new_thread(
+    slack: Stage,
+) -> None:
+    await comment(slack, "c_1", ("u1", "Ann"), "Vegan?")
+    first = root(slack)
+    await staff(slack, "!close", first["ts"])
+    assert thread_texts(slack, first["ts"])[-1] == (
+        "Task closed. The next comment on this post opens a new task."
+    )
+    updated = slack.slack.channels[CHANNEL][first["ts"]]
+    assert updated.get("edited") and "closed" in status_of(updated)
+    assert [e["action_id"] for e in updated["blocks"][-1]["elements"]] == [
+        "task_reopen",
+        "task_quick",
+    ]
+    await comment(slack, "c_2", ("u1", "Ann"), "Again")
+    assert len(slack.slack.roots(CHANNEL)) == 2
+    assert thread_texts(slack, root(slack)["ts"]) == ["*Ann*: Again"]
+    assert slack.graph.comments == []
+
+
+async def test_close_and_reopen_buttons(slack: Stage) -> None:
+    await comment(slack, "c_1", ("u1", "Ann"), "Vegan?")
+    r = root(slack)
+    task_id = r["blocks"][-1]["elements"][0]["value"]
+
+    def click(action_id: str) -> dict[str, Any]:
+        return {
+            "type": "block_actions",
+            "user": {"id": AGENT},
+            "trigger_id": f"{time.monotonic_ns()}.t",
+            "channel": {"id": CHANNEL},
+            "container": {"type": "message", "message_ts": r["ts"]},
+            "actions": [{"action_id": action_id, "value": task_id, "type": "button"}],
+        }
+
+    assert (await slack.slack_interaction(click("task_close")))[0] == 200
+    await slack.settled()
+    assert "closed" in status_of(slack.slack.channels[CHANNEL][r["ts"]])
+    assert (await slack.slack_interaction(click("task_reopen")))[0] == 200
+    await slack.settled()
+    assert "open" in status_of(slack.slack.channels[CHANNEL][r["ts"]])
+    assert thread_texts(slack, r["ts"])[-1] == f"<@{AGENT}>: Task reopened."
+
+
+async def test_reply_button_answers_that_comment(slack: Stage) -> None:
+    await comment(slack, "c_1", ("u1", "Ann"), "Vegan?")
+    await comment(slack, "c_2", ("u2", "Bo"), "Cookies?")
+    r = root(slack)
+    ann = slack.slack.thread(CHANNEL, r["ts"])[0]
+    message_id = ann["blocks"][-1]["elements"][0]["value"]
+    click = {
+        "type": "block_actions",
+        "user": {"id": AGENT},
+        "trigger_id": "13345224609.738474920.8088",
+        "channel": {"id": CHANNEL},
+        "actions": [{"action_id": "comment_reply", "value": message_id, "type": "button"}],
+    }
+    assert (await slack.slack_interaction(click))[0] == 200
+    [opened] = slack.slack.views
+    assert opened["trigger_id"] == "13345224609.738474920.8088"
+    view = opened["view"]
+    submission = {
+        "type": "view_submission",
+        "user": {"id": AGENT},
+        "trigger_id": "t2",
+        "view": {
+            "id": "V1",
+            "hash": "h1",
+            "type": "modal",
+            "callback_id": view["callback_id"],
+            "private_metadata": view["private_metadata"],
+            "state": {
+                "values": {"answer": {"text": {"type": "plain_text_input", "value": "Yes!"}}}
+            },
+        },
+    }
+    assert (await slack.slack_interaction(submission))[0] == 200
+    await slack.settled()
+    assert [(c.parent_id, c.message) for c in slack.graph.comments] == [("c_1", "Yes!")]
+    shown = slack.slack.thread(CHANNEL, r["ts"])[-1]
+    assert shown["text"] == f"<@{AGENT}> to Ann: Yes!"
+    assert slack.slack.reactions[(CHANNEL, shown["ts"])] == ["white_check_mark"]
+
+
+async def test_facebook_error_is_shown_in_the_thread(slack: Stage) -> None:
+    await comment(slack, "c_1", ("u1", "Ann"), "Vegan?")
+    slack.graph.add_response(
+        "comments", load_fixture("fb_graph_error_100_33_object_missing.json"), status=400
+    )
+    await staff(slack, "Hello?", root(slack)["ts"])
+    assert thread_texts(slack, root(slack)["ts"])[-1].startswith(
+        "⚠️ Not delivered to Facebook: the comment no longer exists"
+    )
+
+
+async def test_edit_and_delete_of_a_delivered_answer_are_explained(slack: Stage) -> None:
+    await comment(slack, "c_1", ("u1", "Ann"), "Vegan?")
+    ts = root(slack)["ts"]
+    sent = (await staff(slack, "Yes", ts))["event"]
+    changed = load_fixture("slack_event_callback_message_changed.json")
+    changed["event"].update(channel=CHANNEL)
+    changed["event"]["previous_message"].update(ts=sent["ts"], thread_ts=ts, user=AGENT)
+    changed["event"]["message"].update(ts=sent["ts"], thread_ts=ts, user=AGENT)
+    await slack.slack_request(changed)
+    deleted = load_fixture("slack_event_callback_message_deleted.json")
+    deleted["event"].update(channel=CHANNEL, deleted_ts=sent["ts"])
+    deleted["event_id"] = "Ev222"  # both doc samples carry Ev111; Slack's ids are unique
+    deleted["event"]["previous_message"].update(ts=sent["ts"], thread_ts=ts, user=AGENT)
+    await slack.slack_request(deleted)
+    await slack.settled()
+    texts = thread_texts(slack, ts)
+    assert texts[-2].startswith("Edits are not sent to Facebook")
+    assert texts[-1] == "Deleted in Slack only: the answer stays on Facebook."
+    assert [c.message for c in slack.graph.comments] == ["Yes"]
+
+
+async def test_bad_signature_or_stale_timestamp_is_refused_and_nothing_stored(
+    slack: Stage,
+) -> None:
+    body = slack.slack.message_event(CHANNEL, AGENT, "hello", thread_ts="1.1")
+    status, _ = await slack.slack_request(body, secret="wrong")
+    assert status == 401
+    status, _ = await slack.slack_request(body, timestamp=int(time.time()) - 600)
+    assert status == 401
+    async with slack.c.db.read() as s:
+        stored = list(
+            await s.scalars(select(InboxItem.dedupe_key).where(InboxItem.source == "slack"))
+        )
+    assert f"event:{body['event_id']}" not in stored
+
+
+async def test_url_verification(slack: Stage) -> None:
+    status, text = await slack.slack_request(load_fixture("slack_url_verification.json"))
+    assert status == 200
+    assert load_fixture("slack_url_verification.json")["challenge"] in text
