@@ -18,8 +18,76 @@ CHAT_ID = -1002271335705
 ADMIN_ID = 1998627310
 ADMIN = {"id": ADMIN_ID, "is_bot": False, "first_name": "Sal", "username": "sal_support"}
 AGENT = {"id": 1998627311, "is_bot": False, "first_name": "Ines"}
+BAKERY_ID = "206070979425408"
+BAKERY_POST = f"{BAKERY_ID}_712750021053074"
+SLACK_CHANNEL = "C0SUPPORT"
+SLACK_ADMIN = "W0ADMIN"
+SLACK_AGENT = "W0AGENT"
 ANNA = ("24266381753005180", "Anna Lopez")
 BEN = ("24266381753005181", "Ben Okafor")
+
+
+async def _slack_side(stage: Stage, out: Any) -> bool:
+    g, sl = stage.graph, stage.slack
+    g.add_page(BAKERY_ID, "Bottender Bakery", "bakery-page-token")
+    g.add_post(BAKERY_POST, "Sourdough Saturday: 20% off every loaf", "2026-11-21T07:00:00+0000")
+    sl.add_user(SLACK_ADMIN, "Maya", admin=True)
+    sl.add_user(SLACK_AGENT, "Tom")
+    out("\n6. Slack: an admin runs /connect in #support for a second Page.")
+    await stage.slack_request(
+        {
+            "command": "/connect",
+            "text": "Bottender Bakery",
+            "user_id": SLACK_ADMIN,
+            "channel_id": SLACK_CHANNEL,
+            "trigger_id": "1.demo",
+            "team_id": "T0G9PQBBK",
+        },
+        form=True,
+    )
+    await stage.settled()
+    out("7. A customer comments; staff answer in the Slack thread and close with !close.")
+    await stage.deliver_facebook(
+        comment_delivery(
+            BAKERY_ID, BAKERY_POST, "712750021053074_2001", BEN, "Does the offer include rye?"
+        )
+    )
+    await stage.settled()
+    root = sl.roots(SLACK_CHANNEL)[0]
+    for text in ("Yes, rye too!", "note: check rye stock", "!close"):
+        body = sl.message_event(SLACK_CHANNEL, SLACK_AGENT, text, thread_ts=root["ts"])
+        await stage.slack_request(body)
+        await stage.settled()
+
+    lines = ["", "=== What the staff saw in Slack (#support) ==="]
+    for e in sl.ephemeral:
+        _say(lines, "(to you)", e["text"])
+    root = sl.channels[SLACK_CHANNEL][root["ts"]]
+    header = root["blocks"][0]["text"]["text"]
+    status = next(
+        b["elements"][0]["text"]
+        for b in root["blocks"]
+        if b["type"] == "context" and "Status:" in b["elements"][0]["text"]
+    )
+    lines.append(f"\n  [message] {header}  ({status})")
+    thread = sorted(
+        (
+            m
+            for ts, m in sl.channels[SLACK_CHANNEL].items()
+            if m.get("thread_ts") == root["ts"] and ts != root["ts"]
+        ),
+        key=lambda m: m["ts"],
+    )
+    for m in thread:
+        who = "bot:" if m.get("bot_id") else sl.users[m["user"]]["real_name"] + ":"
+        mark = " ✅" if sl.reactions.get((SLACK_CHANNEL, m["ts"])) else ""
+        _say(lines, who, _plain(m["text"].replace("*", "")) + mark)
+    lines.append("\n=== What Facebook saw for the Bakery ===")
+    bakery = [c for c in g.comments if c.token == "bakery-page-token"]
+    for c in bakery:
+        lines.append(f"  under {c.parent_id}: {c.message!r}")
+    out("\n".join(lines))
+    return len(bakery) == 1 and bakery[0].parent_id == "712750021053074_2001" and "closed" in status
 
 
 def _plain(text: str) -> str:
@@ -53,7 +121,10 @@ async def _script(stage: Stage, out: Any) -> int:
     g.add_profile(ANNA[0], ANNA[1], "https://pics.example/anna.jpg")
     tg.add_chat(CHAT_ID, "Bottender Support", admins={ADMIN_ID})
 
-    out("Pagedesk demo: the real server, a local Graph API and a local Telegram Bot API.\n")
+    out(
+        "Pagedesk demo: the real server between local emulators of the Graph API, the "
+        "Telegram Bot API and the Slack Web API.\n"
+    )
     out("1. An admin runs /connect in the support group.")
     await stage.telegram_update(tg.user_message(CHAT_ID, ADMIN, "/connect Bottender Coffee"))
     await stage.settled()
@@ -127,7 +198,7 @@ async def _script(stage: Stage, out: Any) -> int:
             mark = " 👍" if chat.reactions.get(m["message_id"]) else ""
             _say(lines, who, _plain(m.get("text", "")) + mark)
     lines.append("\n=== What Facebook saw (comments posted as the Page) ===")
-    for c in g.comments:
+    for c in [c for c in g.comments if c.token == PAGE_TOKEN]:
         lines.append(f"  under {c.parent_id}: {c.message!r}  (page token: {c.token == PAGE_TOKEN})")
     out("\n".join(lines))
 
@@ -141,5 +212,6 @@ async def _script(stage: Stage, out: Any) -> int:
         and not any("ask the kitchen" in c.message for c in g.comments)
         and sum("Bottender Coffee (Page)" in m.get("text", "") for m in chat.messages.values()) == 0
     )
+    ok = await _slack_side(stage, out) and ok
     out("\nDemo " + ("finished: every step behaved as expected." if ok else "FAILED: see above."))
     return 0 if ok else 1

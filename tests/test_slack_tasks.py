@@ -301,3 +301,29 @@ async def test_url_verification(slack: Stage) -> None:
     status, text = await slack.slack_request(load_fixture("slack_url_verification.json"))
     assert status == 200
     assert load_fixture("slack_url_verification.json")["challenge"] in text
+
+
+async def test_socket_mode_receives_and_acknowledges_events(tmp_path: Any) -> None:
+    st = Stage(
+        f"sqlite+aiosqlite:///{tmp_path / 's.db'}",
+        slack_app_token="xapp-1-test",
+        slack_signing_secret=None,
+    )
+    await st.start()
+    try:
+        assert st.c.bolt is not None and st.c.socket_mode is not None
+        await st.until(lambda: bool(st.slack.sockets))
+        st.graph.add_page(PAGE_ID, "Bottender Coffee", PAGE_TOKEN)
+        st.slack.add_user(ADMIN, "Sal", admin=True)
+        envelope = await st.slack.push(command("connect", PAGE_ID), kind="slash_commands")
+        await st.until(lambda: envelope in st.slack.acks)
+        await st.settled()
+        assert st.slack.ephemeral[-1]["text"].startswith("Connected the Page Bottender Coffee")
+        await comment(st, "c_1", ("u1", "Ann"), "Vegan?")
+        body = st.slack.message_event(CHANNEL, AGENT, "Yes!", thread_ts=root(st)["ts"])
+        envelope = await st.slack.push(body)
+        await st.until(lambda: envelope in st.slack.acks)
+        await st.settled()
+        assert [(c.parent_id, c.message) for c in st.graph.comments] == [("c_1", "Yes!")]
+    finally:
+        await st.stop()

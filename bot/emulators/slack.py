@@ -12,7 +12,7 @@ import time
 from collections import defaultdict, deque
 from typing import Any
 
-from aiohttp import web
+from aiohttp import WSMsgType, web
 
 from bot.emulators.base import Call, FakeServer, read_params
 
@@ -51,7 +51,11 @@ class FakeSlack(FakeServer):
         self._sent: dict[str, deque[float]] = defaultdict(deque)
         self._seq = itertools.count(1)
         self._events = itertools.count(1)
+        self.app_token = "xapp-1-test"
+        self.sockets: list[web.WebSocketResponse] = []
+        self.acks: list[str] = []
         self.app.router.add_route("*", "/api/{method}", self._handle)
+        self.app.router.add_get("/socket", self._socket)
 
     @property
     def api_url(self) -> str:
@@ -131,7 +135,8 @@ class FakeSlack(FakeServer):
         method = request.match_info["method"]
         params = await read_params(request)
         self.calls.append(Call(method, params, dict(request.headers)))
-        if request.headers.get("Authorization") != f"Bearer {self.token}":
+        allowed = {f"Bearer {self.token}", f"Bearer {self.app_token}"}
+        if request.headers.get("Authorization") not in allowed:
             return web.json_response({"ok": False, "error": "invalid_auth"})
         scripted = await self.scripted(request, method)
         if scripted is not None:
@@ -153,6 +158,40 @@ class FakeSlack(FakeServer):
             return web.json_response({"ok": True})
         result = await handler(params)
         return web.json_response(result)
+
+    # --- Socket Mode --------------------------------------------------------------------
+
+    async def m_apps_connections_open(self, p: dict[str, Any]) -> dict[str, Any]:
+        return {"ok": True, "url": self.url.replace("http://", "ws://") + "/socket"}
+
+    async def _socket(self, request: web.Request) -> web.StreamResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        self.sockets.append(ws)
+        await ws.send_json(
+            {"type": "hello", "num_connections": 1, "connection_info": {"app_id": "A111"}}
+        )
+        async for msg in ws:
+            if msg.type == WSMsgType.TEXT:
+                data = json.loads(msg.data)
+                if "envelope_id" in data:
+                    self.acks.append(str(data["envelope_id"]))
+        self.sockets.remove(ws)
+        return ws
+
+    async def push(self, payload: dict[str, Any], kind: str = "events_api") -> str:
+        """Send an envelope over Socket Mode, as Slack does instead of an HTTP request."""
+        envelope_id = f"env-{next(self._seq)}"
+        for ws in self.sockets:
+            await ws.send_json(
+                {
+                    "envelope_id": envelope_id,
+                    "type": kind,
+                    "payload": payload,
+                    "accepts_response_payload": kind != "events_api",
+                }
+            )
+        return envelope_id
 
     async def m_auth_test(self, p: dict[str, Any]) -> dict[str, Any]:
         return AUTH_TEST
