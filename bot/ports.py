@@ -18,6 +18,7 @@ class RootMessage:
     assignees: tuple[str, ...]
     additional_data: str
     status: str  # "open" | "closed"
+    tags: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,7 @@ class ChatPost:
     picture_url: str | None = None
     message_id: int | None = None  # our id, for a per-message "Reply" action
     only_for: str | None = None  # a chat user id: shown to that user alone, where possible
+    choices: tuple[tuple[str, str], ...] = ()  # (label, value): buttons or a select
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,10 @@ class ChatPlatform(Protocol):
     ) -> None: ...
 
     async def mark_delivered(self, chat_id: str, thread_id: str, message_id: str) -> None: ...
+
+    def thread_link(self, chat_id: str, thread: ThreadRef) -> str | None:
+        """A link staff can open, where the platform has one."""
+        ...
 
     async def notify_assignee(self, chat_id: str, thread: ThreadRef, user: str, title: str) -> bool:
         """A direct message with a link to the task, where the platform allows it."""

@@ -144,6 +144,7 @@ class TaskContent:
     description: str
     assignees: tuple[str, ...]
     additional_data: str
+    tags: tuple[str, ...] = ()
 
 
 def additional_data(
@@ -203,6 +204,7 @@ def task_content(template: TaskTemplate, values: dict[str, str]) -> TaskContent:
         description=render(template.description, values).strip(),
         assignees=template.assignees,
         additional_data=values["task.additional_data"],
+        tags=template.tags,
     )
 
 

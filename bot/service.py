@@ -33,9 +33,19 @@ from bot.fb.webhook import MalformedDelivery, parse_delivery
 from bot.metrics import Metrics
 from bot.ports import ChatPlatform, ChatPost, FacebookGateway, RootMessage, ThreadRef
 from bot.storage.db import Database
-from bot.storage.models import Contact, InboxItem, Message, OutboxJob, Page, Post, Task, utcnow
+from bot.storage.models import (
+    Contact,
+    InboxItem,
+    Message,
+    OutboxJob,
+    Page,
+    Post,
+    QuickReply,
+    Task,
+    utcnow,
+)
 from bot.storage.repositories import Repositories, message_view, task_view
-from bot.templates import TaskTemplate
+from bot.templates import ContactTemplate, TaskTemplate, render
 
 log = logging.getLogger(__name__)
 
@@ -210,10 +220,8 @@ class Service:
         contact = await self.repo.contacts.by_fb_id(s, fb_id)
         if contact is None:
             body = await self.repo.templates.get(s, page_id, "contact") or {}
-            fields = body.get("fields") if isinstance(body.get("fields"), dict) else {}
-            contact = Contact(
-                fb_id=fb_id, name=name, picture_url=picture, fields=dict(fields or {})
-            )
+            fields = ContactTemplate.from_json(body).new_contact_fields()
+            contact = Contact(fb_id=fb_id, name=name, picture_url=picture, fields=fields)
             s.add(contact)
             await s.flush()
         else:
@@ -401,6 +409,7 @@ class Service:
                     chat_id=page.chat_id,
                     created_at=opened,
                     assignees=list(content.assignees),
+                    tags=list(content.tags),
                 )
                 s.add(task)
                 await s.flush()
@@ -526,7 +535,27 @@ class Service:
             msg = await self._queue_answer(
                 s, task, message_view(target, task.post_id), text.strip(), user_id, None
             )
-            self._chat_job(s, task, "show_answer", message_id=msg.id)
+            self._chat_job(s, task, "show_answer", message_id=msg.id, by=f"<@{user_id}>")
+
+    async def say_in_task(
+        self,
+        task_id: int,
+        text: str,
+        *,
+        choices: tuple[tuple[str, str], ...] = (),
+        reply_to: str | None = None,
+    ) -> None:
+        async with self.tx() as s:
+            task = await self.repo.tasks.get(s, task_id)
+            if task is not None:
+                self._chat_job(
+                    s,
+                    task,
+                    "notice_in_task",
+                    text=text,
+                    reply_to=reply_to,
+                    choices=[list(c) for c in choices],
+                )
 
     async def close_task(self, task_id: int, user: str) -> str:
         async with self.tx() as s:
@@ -546,6 +575,8 @@ class Service:
                 assert task is not None
                 if task.status == "open":
                     return "This task is already open."
+                if task.merged_into_id is not None:
+                    return f"This task was merged into #{task.merged_into_id}: work there."
                 if task.post_id is not None:
                     newer = await self.repo.tasks.open_for_post(s, task.page_id, task.post_id)
                     if newer is not None:
@@ -652,6 +683,202 @@ class Service:
             page.active = False
             return f"Disconnected the Page {page.name} ({page.id}): its comments are ignored now."
 
+    # --- templates, quick replies, contacts, merges ------------------------------------
+
+    async def resolve_page(self, platform: str, chat_id: str, ref: str | None) -> Page:
+        """The page a command in this chat is about: named, or the chat's only one."""
+        async with self.db.read() as s:
+            pages = await self.repo.pages.for_chat(s, platform, chat_id)
+        if ref is not None:
+            for page in pages:
+                if ref == page.id or ref.casefold() == page.name.casefold():
+                    return page
+            raise ServiceError(f"No page {ref!r} is connected to this chat.")
+        if not pages:
+            raise ServiceError("No page is connected to this chat: an admin runs /connect first.")
+        if len(pages) > 1:
+            ids = ", ".join(f"{p.name} ({p.id})" for p in pages)
+            raise ServiceError(f"Several pages are connected here; name one first: {ids}.")
+        return pages[0]
+
+    async def page_refs(self, platform: str, chat_id: str) -> set[str]:
+        async with self.db.read() as s:
+            return {p.id for p in await self.repo.pages.for_chat(s, platform, chat_id)}
+
+    async def templates_of(self, page_id: str) -> tuple[TaskTemplate, ContactTemplate]:
+        async with self.db.read() as s:
+            task = await self.repo.templates.get(s, page_id, "task")
+            contact = await self.repo.templates.get(s, page_id, "contact")
+        return (
+            TaskTemplate.from_json(task) if task else TaskTemplate(),
+            ContactTemplate.from_json(contact) if contact else ContactTemplate(),
+        )
+
+    async def set_templates(
+        self, page_id: str, task: TaskTemplate, contact: ContactTemplate
+    ) -> None:
+        async with self.tx() as s:
+            await self.repo.templates.put(s, page_id, "task", task.to_json())
+            await self.repo.templates.put(s, page_id, "contact", contact.to_json())
+
+    async def quick_list(self, page_id: str) -> list[tuple[str, str]]:
+        async with self.db.read() as s:
+            return [(q.name, q.text) for q in await self.repo.quick.list(s, page_id)]
+
+    async def quick_add(self, page_id: str, name: str, text: str) -> bool:
+        """Add or replace; True when it replaced one."""
+        async with self.tx() as s:
+            row = await s.get(QuickReply, (page_id, name))
+            if row is not None:
+                row.text = text
+                return True
+            s.add(QuickReply(page_id=page_id, name=name, text=text))
+            return False
+
+    async def quick_remove(self, page_id: str, name: str) -> bool:
+        async with self.tx() as s:
+            row = await s.get(QuickReply, (page_id, name))
+            if row is None:
+                return False
+            await s.delete(row)
+            return True
+
+    async def task(self, task_id: int) -> Task | None:
+        async with self.db.read() as s:
+            return await self.repo.tasks.get(s, task_id)
+
+    async def send_quick(
+        self,
+        task_id: int,
+        name: str,
+        *,
+        user_id: str,
+        by: str,
+        chat_message_id: str | None = None,
+    ) -> str | None:
+        """Send a quick reply like a staff answer, to the latest customer message, with the
+        template variables filled in. Returns a reason when it cannot."""
+        async with self.tx() as s:
+            task = await self.repo.tasks.get(s, task_id)
+            if task is None:
+                return "This task is gone."
+            quick = await s.get(QuickReply, (task.page_id, name))
+            if quick is None:
+                names = ", ".join(q.name for q in await self.repo.quick.list(s, task.page_id))
+                return f"No quick reply {name!r}. Known: {names or 'none yet (/quick add)'}."
+            target = await self.repo.messages.latest_customer(s, task.id)
+            if target is None:
+                return "There is no customer message in this task to answer."
+            page = await self.repo.pages.get(s, task.page_id)
+            post_row = await self.repo.posts.get(s, task.post_id) if task.post_id else None
+            post = (
+                PostInfo(
+                    post_row.id, post_row.message, post_row.permalink_url, post_row.created_time
+                )
+                if post_row
+                else None
+            )
+            assert page is not None
+            values = routing.template_values(
+                page=PageInfo(page.id, page.name),
+                post=post,
+                contact_name=target.author_name,
+                first_text=target.text,
+                data=task.additional_data,
+            )
+            text = render(quick.text, values).strip()
+            msg = await self._queue_answer(
+                s, task, message_view(target, task.post_id), text, user_id, chat_message_id
+            )
+            if chat_message_id is None:
+                self._chat_job(s, task, "show_answer", message_id=msg.id, by=by)
+        return None
+
+    async def contact_card(self, task_id: int) -> str:
+        async with self.db.read() as s:
+            task = await self.repo.tasks.get(s, task_id)
+            if task is None or task.contact_id is None:
+                return "This task has no contact."
+            contact = await self.repo.contacts.get(s, task.contact_id)
+            assert contact is not None
+            root = await self.repo.contacts.card_root(s, contact)
+            members = await self.repo.contacts.members(s, root)
+            tasks = await self.repo.tasks.for_contacts(s, [c.id for c in members])
+        lines = [f"👤 {root.name} (contact #{root.id})"]
+        for c in members:
+            lines.append(
+                f"Facebook: https://www.facebook.com/{c.fb_id}"
+                + (f" (contact #{c.id}, {c.name})" if c.id != root.id else "")
+            )
+        if root.picture_url:
+            lines.append(f"Picture: {root.picture_url}")
+        for key, value in sorted((root.fields or {}).items()):
+            lines.append(f"{key}: {value}")
+        lines.append("Tasks:")
+        for t in tasks:
+            where = "Messenger" if t.channel == "messenger" else f"comments on post {t.post_id}"
+            link = None
+            platform = self.platforms.get(t.chat_platform)
+            if platform is not None and t.thread_id and t.root_message_id:
+                link = platform.thread_link(t.chat_id, ThreadRef(t.thread_id, t.root_message_id))
+            status = "merged" if t.merged_into_id else t.status
+            lines.append(f"• #{t.id} {status}: {t.title} ({where})" + (f" {link}" if link else ""))
+        return "\n".join(lines)
+
+    async def merge_contacts(self, task_id: int, other_ref: str) -> str:
+        try:
+            other_id = int(other_ref.lstrip("#"))
+        except ValueError:
+            return "Usage: /contact merge <contact number> (the # on a contact card)"
+        async with self.tx() as s:
+            task = await self.repo.tasks.get(s, task_id)
+            if task is None or task.contact_id is None:
+                return "This task has no contact."
+            mine = await self.repo.contacts.get(s, task.contact_id)
+            other = await self.repo.contacts.get(s, other_id)
+            if other is None:
+                return f"There is no contact #{other_id}."
+            assert mine is not None
+            root = await self.repo.contacts.card_root(s, mine)
+            other_root = await self.repo.contacts.card_root(s, other)
+            if root.id == other_root.id:
+                return f"Contact #{other_id} is already on this card."
+            other_root.merged_into_id = root.id
+            return (
+                f"Merged contact #{other_root.id} ({other_root.name}) into #{root.id} "
+                f"({root.name}). Each task keeps its own channel; /contact lists them all."
+            )
+
+    async def merge_tasks(self, task_id: int, other_ref: str) -> str:
+        """The other task joins this one: its later messages come here; answers still go to
+        the comment or conversation they answer."""
+        try:
+            other_id = int(other_ref.lstrip("#"))
+        except ValueError:
+            return "Usage: /merge <task number> (the # in a task's root message)"
+        async with self.tx() as s:
+            task = await self.repo.tasks.get(s, task_id)
+            other = await self.repo.tasks.get(s, other_id)
+            if task is None or other is None:
+                return f"There is no task #{other_id}."
+            if other.id == task.id or (await self.repo.tasks.surviving(s, other)).id == task.id:
+                return "That task is already this one."
+            if (await self.repo.tasks.surviving(s, task)).id == other.id:
+                return f"This task was merged into #{other.id}: merge there instead."
+            if task.status != "open":
+                return "Reopen this task first: a closed task cannot take another one in."
+            other.merged_into_id = task.id
+            other.status = "merged"
+            other.closed_at = utcnow()
+            self._chat_job(
+                s,
+                other,
+                "notice_in_task",
+                text=f"Merged into task #{task.id}: later messages of this task go there.",
+            )
+            self._chat_job(s, other, "thread_state")
+            return f"Task #{other.id} ({other.title}) merged into this one."
+
     # --- outbox: carrying out platform calls ---------------------------------------------
 
     async def execute(self, job: OutboxJob) -> None:
@@ -745,12 +972,11 @@ class Service:
                     else None
                 )
             to = target.author_name if target is not None else "the customer"
+            by = str(p.get("by") or "Staff")
             shown = await platform.post(
                 task.chat_id,
                 task.thread_id,
-                ChatPost(
-                    kind="notice", author="", text=f"<@{msg.staff_user_id}> to {to}: {msg.text}"
-                ),
+                ChatPost(kind="notice", author="", text=f"{by} to {to}: {msg.text}"),
             )
             async with self.tx() as s:
                 shown_row = await self.repo.messages.get(s, msg.id)
@@ -759,10 +985,16 @@ class Service:
         elif job.kind == "mark_delivered" and msg is not None and msg.chat_message_id:
             await platform.mark_delivered(task.chat_id, task.thread_id, msg.chat_message_id)
         elif job.kind == "notice_in_task":
+            raw_choices = p.get("choices")
+            choices = (
+                tuple((str(c[0]), str(c[1])) for c in raw_choices)
+                if isinstance(raw_choices, list)
+                else ()
+            )
             await platform.post(
                 task.chat_id,
                 task.thread_id,
-                ChatPost(kind="notice", author="", text=str(p["text"])),
+                ChatPost(kind="notice", author="", text=str(p["text"]), choices=choices),
                 reply_to=str(p["reply_to"]) if p.get("reply_to") else None,
             )
         elif job.kind == "thread_state":
@@ -781,6 +1013,7 @@ class Service:
             assignees=tuple(task.assignees),
             additional_data=task.additional_data,
             status=task.status,
+            tags=tuple(task.tags),
         )
 
     def _chat_post(self, msg: Message, task: Task) -> ChatPost:

@@ -49,7 +49,7 @@ async def test_migrations_create_the_schema_and_are_idempotent(db: Database) -> 
     await db.migrate()  # second run: nothing to do
     async with db.read() as s:
         version = await s.scalar(text("SELECT version_num FROM alembic_version"))
-    assert version == "0001"
+    assert version == "0002"
     if db.is_sqlite:
         async with db.read() as s:
             mode = await s.scalar(text("PRAGMA journal_mode"))

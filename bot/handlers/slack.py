@@ -15,6 +15,7 @@ from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import routing
+from bot.commands import ChatCommands, Menu, parse_quick_choice
 from bot.config import Settings
 from bot.handlers import Handler
 from bot.intake import Intake
@@ -34,8 +35,11 @@ HELP = (
     "• Reply in a task's thread to answer the latest comment as the Page; the *Reply* button "
     "on a comment answers that one.\n"
     "• Start with `note:` or `private:` to keep a message internal.\n"
-    "• In a thread: `!close`, `!reopen` (Slack refuses slash commands in threads).\n"
-    "• Admins: `/connect <page>`, `/disconnect <page>`."
+    "• In a thread (Slack refuses slash commands there): `!close`, `!reopen`, "
+    "`!quick <name>` (or `!quick` for a list), `!contact`, `!contact merge <n>`, "
+    "`!merge <task>`.\n"
+    "• `/quick list`; admins: `/connect <page>`, `/disconnect <page>`, `/template`, "
+    "`/quick add|remove`."
 )
 
 
@@ -82,7 +86,7 @@ def build_bolt(
 
     app.event("message")(on_event)
     app.command(re.compile(r"^/(" + "|".join(SLASH_COMMANDS) + r")$"))(on_command)
-    app.action(re.compile(r"^(task_|comment_)"))(on_action)
+    app.action(re.compile(r"^(task_|comment_|quick_)"))(on_action)
     app.view(REPLY_VIEW)(on_view)
     return app
 
@@ -122,6 +126,7 @@ class SlackHandler:
         self.client = client
         self.service = service
         self.settings = settings
+        self.commands = ChatCommands(service)
 
     async def handle_item(self, item: InboxItem) -> None:
         body = json.loads(item.payload)
@@ -199,16 +204,13 @@ class SlackHandler:
     async def task_command(
         self, channel: str, thread_ts: str, task_id: int, user: str, command: routing.Command
     ) -> None:
-        if command.name == "close":
-            text = await self.service.close_task(task_id, user)
-        elif command.name == "reopen":
-            text = await self.service.reopen_task(task_id, user)
-        else:
-            text = (
-                f"Unknown command !{command.name}. In a task's thread: !close, !reopen; "
-                "start with note: for an internal note."
-            )
-        await self.say(channel, text, thread_ts=thread_ts)
+        result = await self.commands.in_task(
+            task_id, command, user_id=user, by=f"<@{user}>", prefix="!", chat_message_id=None
+        )
+        if isinstance(result, Menu):
+            await self.service.say_in_task(task_id, result.text, choices=result.choices)
+        elif result:
+            await self.say(channel, result, thread_ts=thread_ts)
 
     async def on_changed(self, event: dict[str, Any], *, deleted: bool) -> None:
         """Facebook keeps what was sent: say so when a delivered answer changes in Slack."""
@@ -240,6 +242,15 @@ class SlackHandler:
         action = (body.get("actions") or [{}])[0]
         user = str((body.get("user") or {}).get("id", ""))
         channel = str((body.get("channel") or body.get("container") or {}).get("id", ""))
+        if action.get("action_id") == "quick_pick":
+            picked = parse_quick_choice(str((action.get("selected_option") or {}).get("value")))
+            if picked is not None:
+                reason = await self.service.send_quick(
+                    picked[0], picked[1], user_id=user, by=f"<@{user}>"
+                )
+                if reason:
+                    await self.service.say_in_task(picked[0], reason)
+            return
         try:
             task_id = int(action.get("value", ""))
         except ValueError:
@@ -252,6 +263,10 @@ class SlackHandler:
             text = await self.service.close_task(task_id, user)
         elif action.get("action_id") == "task_reopen":
             text = await self.service.reopen_task(task_id, user)
+        elif action.get("action_id") == "task_quick":
+            quick = routing.Command("quick", "")
+            await self.task_command(channel or task.chat_id, task.thread_id, task_id, user, quick)
+            return
         else:
             return
         await self.say(channel or task.chat_id, f"<@{user}>: {text}", thread_ts=task.thread_id)
@@ -279,8 +294,17 @@ class SlackHandler:
         if name == "pagedesk" and args in ("", "help"):
             await self.say(channel, HELP, only_for=user)
             return
-        if name in ("connect", "disconnect") and not await self.is_admin(user):
+        if name in ("connect", "disconnect", "template") and not await self.is_admin(user):
             await self.say(channel, f"Only workspace admins can run /{name}.", only_for=user)
+            return
+        if name == "template":
+            text = await self.commands.template(PLATFORM, channel, unescape(args))
+            await self.say(channel, text, only_for=user)
+            return
+        if name == "quick":
+            admin = args.split(" ", 1)[0] in ("add", "remove") and await self.is_admin(user)
+            text = await self.commands.quick(PLATFORM, channel, unescape(args), is_admin=admin)
+            await self.say(channel, text, only_for=user)
             return
         if name == "connect":
             await self.connect(channel, user, args)
@@ -294,7 +318,7 @@ class SlackHandler:
                     text = str(e)
             await self.say(channel, text, only_for=user)
         else:
-            await self.say(channel, f"/{name} is not available yet.", only_for=user)
+            await self.say(channel, HELP, only_for=user)
 
     async def connect(self, channel: str, user: str, ref: str) -> None:
         try:

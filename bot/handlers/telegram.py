@@ -4,16 +4,18 @@ messages in task topics."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import json
 import logging
 
 from aiogram import Bot
 from aiogram.exceptions import TelegramAPIError, TelegramNetworkError, TelegramServerError
-from aiogram.types import BotCommand, Message, Update
+from aiogram.types import BotCommand, CallbackQuery, Message, Update
 from aiohttp import web
 
 from bot import routing
+from bot.commands import ChatCommands, Menu, parse_quick_choice
 from bot.config import Settings
 from bot.handlers import Handler
 from bot.intake import Intake, IntakeClosed
@@ -31,6 +33,10 @@ COMMANDS = [
     BotCommand(command="disconnect", description="Admins: stop receiving a Page's tasks"),
     BotCommand(command="close", description="In a task's topic: close the task"),
     BotCommand(command="reopen", description="In a task's topic: reopen the task"),
+    BotCommand(command="quick", description="Quick replies: <name> in a task, or list/add/remove"),
+    BotCommand(command="contact", description="In a task: the customer's card; merge <n>"),
+    BotCommand(command="merge", description="In a task: merge another task into this one"),
+    BotCommand(command="template", description="Admins: show or set the task template"),
     BotCommand(command="help", description="What this bot does"),
 ]
 
@@ -39,7 +45,9 @@ HELP = (
     "• Write in a task's topic to answer the latest comment as the Page; reply to a comment "
     "to answer that one.\n"
     "• Start with note: or private: to keep a message internal.\n"
-    "• /close and /reopen in a topic; admins: /connect <page>, /disconnect <page>."
+    "• In a topic: /close, /reopen, /quick <name> (or /quick for buttons), /contact, "
+    "/contact merge <n>, /merge <task>.\n"
+    "• /quick list; admins: /connect <page>, /disconnect <page>, /template, /quick add|remove."
 )
 
 NO_TOPICS = (
@@ -125,6 +133,7 @@ class TelegramHandler:
         self.bot = bot
         self.service = service
         self.settings = settings
+        self.commands = ChatCommands(service)
 
     async def handle_item(self, item: InboxItem) -> None:
         update = Update.model_validate(json.loads(item.payload), context={"bot": self.bot})
@@ -132,6 +141,8 @@ class TelegramHandler:
             await self.on_message(update.message)
         elif update.edited_message is not None:
             await self.on_edited(update.edited_message)
+        elif update.callback_query is not None:
+            await self.on_callback(update.callback_query)
 
     async def say(self, m: Message, text: str, *, in_thread: bool = True) -> None:
         thread = str(m.message_thread_id) if in_thread and m.is_topic_message else None
@@ -164,6 +175,26 @@ class TelegramHandler:
         command = routing.parse_command(text) if m.text is not None else None
         if command is not None and command.name in ("connect", "disconnect", "help", "start"):
             await self.admin_command(m, command)
+            return
+        if command is not None and command.name == "template":
+            if not await self.is_admin(m):
+                await self.say(m, "Only admins of this chat can change templates.")
+                return
+            await self.say(m, await self.commands.template(PLATFORM, str(m.chat.id), command.args))
+            return
+        if (
+            command is not None
+            and command.name == "quick"
+            and (
+                command.args.split(" ", 1)[0] in ("add", "remove", "list", "help")
+                or not m.is_topic_message
+            )
+        ):
+            action = command.args.split(" ", 1)[0]
+            admin = action in ("add", "remove") and await self.is_admin(m)
+            await self.say(
+                m, await self.commands.quick(PLATFORM, str(m.chat.id), command.args, is_admin=admin)
+            )
             return
         if m.chat.type not in ("group", "supergroup"):
             return
@@ -208,17 +239,37 @@ class TelegramHandler:
             await self.task_command(m, task.id, decision)
 
     async def task_command(self, m: Message, task_id: int, command: routing.Command) -> None:
-        user = str(m.from_user.id) if m.from_user else ""
-        if command.name == "close":
-            await self.say(m, await self.service.close_task(task_id, user))
-        elif command.name == "reopen":
-            await self.say(m, await self.service.reopen_task(task_id, user))
-        else:
-            await self.say(
-                m,
-                f"Unknown command /{command.name}. In a task: /close, /reopen; "
-                "start with note: for an internal note.",
+        user = m.from_user
+        result = await self.commands.in_task(
+            task_id,
+            command,
+            user_id=str(user.id) if user else "",
+            by=user.full_name if user else "Staff",
+            prefix="/",
+            chat_message_id=str(m.message_id),
+        )
+        if isinstance(result, Menu):
+            await self.service.say_in_task(
+                task_id, result.text, choices=result.choices, reply_to=str(m.message_id)
             )
+        elif result:
+            await self.say(m, result)
+
+    async def on_callback(self, q: CallbackQuery) -> None:
+        """A quick reply chosen from the inline buttons."""
+        picked = parse_quick_choice(q.data or "")
+        if picked is None:
+            return
+        task_id, name = picked
+        reason = await self.service.send_quick(
+            task_id, name, user_id=str(q.from_user.id), by=q.from_user.full_name
+        )
+        with contextlib.suppress(TelegramAPIError):
+            await self.bot.answer_callback_query(
+                q.id, text=reason or f"Sending “{name}” to Facebook…"
+            )
+        if reason:
+            await self.service.say_in_task(task_id, reason)
 
     async def admin_command(self, m: Message, command: routing.Command) -> None:
         if command.name in ("help", "start"):

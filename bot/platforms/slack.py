@@ -77,6 +77,9 @@ def root_blocks(root: RootMessage) -> list[dict[str, Any]]:
         blocks.append(
             {"type": "section", "text": {"type": "mrkdwn", "text": f"Assignees: {people}"}}
         )
+    if root.tags:
+        tags = " ".join("#" + escape(t) for t in root.tags)
+        blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": tags}]})
     quoted = "\n".join("> " + escape(line) for line in root.additional_data.splitlines())
     blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": _clip(quoted)}]})
     status = ":large_green_circle: open" if root.status == "open" else ":white_check_mark: closed"
@@ -134,6 +137,25 @@ def post_text(post: ChatPost) -> str:
 
 
 def post_blocks(post: ChatPost) -> list[dict[str, Any]] | None:
+    if post.kind == "notice" and post.choices:
+        options = [
+            {"text": {"type": "plain_text", "text": _clip(label, 75)}, "value": value}
+            for label, value in post.choices[:100]
+        ]
+        return [
+            {"type": "section", "text": {"type": "mrkdwn", "text": escape(post.text)}},
+            {
+                "type": "actions",
+                "elements": [
+                    {
+                        "type": "static_select",
+                        "action_id": "quick_pick",
+                        "placeholder": {"type": "plain_text", "text": "Quick reply"},
+                        "options": options,
+                    }
+                ],
+            },
+        ]
     if post.kind == "notice":
         return None
     who = escape(post.author or "Someone") + (" (Page)" if post.kind == "page" else "")
@@ -248,6 +270,10 @@ class SlackPlatform:
         except DeliveryError as e:
             if "already_reacted" not in e.reason:
                 raise
+
+    def thread_link(self, chat_id: str, thread: ThreadRef) -> str | None:
+        # Slack opens archive links of the signed-in workspace
+        return f"https://slack.com/archives/{chat_id}/p{thread.root_message_id.replace('.', '')}"
 
     async def notify_assignee(self, chat_id: str, thread: ThreadRef, user: str, title: str) -> bool:
         who = user.lstrip("@")

@@ -15,7 +15,12 @@ from aiogram.exceptions import (
     TelegramRetryAfter,
     TelegramServerError,
 )
-from aiogram.types import ReactionTypeEmoji, ReplyParameters
+from aiogram.types import (
+    InlineKeyboardButton,
+    InlineKeyboardMarkup,
+    ReactionTypeEmoji,
+    ReplyParameters,
+)
 
 from bot.errors import DeliveryError
 from bot.ports import ChatPost, RootMessage, ThreadRef
@@ -60,6 +65,8 @@ def render_root(root: RootMessage) -> str:
         parts.append(html.escape(_clip(root.description, 2500)))
     if root.assignees:
         parts.append("Assignees: " + " ".join(_mention(a) for a in root.assignees))
+    if root.tags:
+        parts.append(" ".join("#" + html.escape(t) for t in root.tags))
     parts.append(f"<blockquote>{html.escape(root.additional_data)}</blockquote>")
     status = "🟢 open" if root.status == "open" else "✅ closed"
     parts.append(f"Status: {status} · task #{root.task_id}")
@@ -116,6 +123,16 @@ class TelegramPlatform:
             if reply_to
             else None
         )
+        markup = (
+            InlineKeyboardMarkup(
+                inline_keyboard=[
+                    [InlineKeyboardButton(text=label, callback_data=value)]
+                    for label, value in post.choices
+                ]
+            )
+            if post.choices
+            else None
+        )
         msg = await call(
             "sendMessage",
             lambda: self.bot.send_message(
@@ -124,6 +141,7 @@ class TelegramPlatform:
                 text=render_post(post),
                 parse_mode="HTML",
                 reply_parameters=params,
+                reply_markup=markup,
             ),
         )
         return str(msg.message_id)
@@ -201,12 +219,16 @@ class TelegramPlatform:
                 reply_to=message_id,
             )
 
+    def thread_link(self, chat_id: str, thread: ThreadRef) -> str | None:
+        if chat_id.startswith("-100"):
+            return f"https://t.me/c/{chat_id[4:]}/{thread.thread_id}"
+        return None
+
     async def notify_assignee(self, chat_id: str, thread: ThreadRef, user: str, title: str) -> bool:
         if not user.lstrip("-").isdigit():
             return False  # a @username cannot be messaged directly; the mention notifies
-        link = ""
-        if chat_id.startswith("-100"):
-            link = f"\nhttps://t.me/c/{chat_id[4:]}/{thread.thread_id}"
+        url = self.thread_link(chat_id, thread)
+        link = f"\n{url}" if url else ""
         try:
             await self.bot.send_message(chat_id=int(user), text=f"New task for you: {title}{link}")
         except TelegramAPIError:

@@ -104,6 +104,7 @@ class Task(Base):
     root_text: Mapped[str] = mapped_column(Text)
     additional_data: Mapped[str] = mapped_column(Text, default="")
     assignees: Mapped[list[str]] = mapped_column(JSON, default=list)
+    tags: Mapped[list[str]] = mapped_column(JSON, default=list)
     chat_platform: Mapped[str] = mapped_column(String(16))
     chat_id: Mapped[str] = mapped_column(String(64))
     thread_id: Mapped[str | None] = mapped_column(String(64))

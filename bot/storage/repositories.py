@@ -105,21 +105,30 @@ class TaskRepository:
         return await s.get(Task, task_id)
 
     async def open_for_post(self, s: AsyncSession, page_id: str, post_id: str) -> Task | None:
-        return await s.scalar(
-            select(Task).where(
-                Task.page_id == page_id, Task.post_id == post_id, Task.status == "open"
-            )
-        )
+        """The post's open task; a task merged into another leads to the surviving one
+        while that is open."""
+        where = (Task.page_id == page_id, Task.post_id == post_id)
+        return await self._open_or_merged(s, where)
 
     async def open_for_dm(self, s: AsyncSession, page_id: str, contact_id: int) -> Task | None:
-        return await s.scalar(
-            select(Task).where(
-                Task.page_id == page_id,
-                Task.contact_id == contact_id,
-                Task.channel == "messenger",
-                Task.status == "open",
-            )
+        where = (
+            Task.page_id == page_id,
+            Task.contact_id == contact_id,
+            Task.channel == "messenger",
         )
+        return await self._open_or_merged(s, where)
+
+    async def _open_or_merged(self, s: AsyncSession, where: tuple[Any, ...]) -> Task | None:
+        task = await s.scalar(select(Task).where(*where, Task.status == "open"))
+        if task is not None:
+            return task
+        merged = await s.scalar(
+            select(Task).where(*where, Task.status == "merged").order_by(Task.id.desc()).limit(1)
+        )
+        if merged is None:
+            return None
+        surviving = await self.surviving(s, merged)
+        return surviving if surviving.status == "open" else None
 
     async def by_thread(
         self, s: AsyncSession, platform: str, chat_id: str, thread_id: str
