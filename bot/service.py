@@ -267,6 +267,7 @@ class Service:
                             direction="page" if ev.author.id == page.id else "customer",
                             fb_id=ev.comment_id,
                             fb_parent_id=ev.parent_id,
+                            fb_post_id=ev.post_id,
                             author_fb_id=ev.author.id,
                             author_name=page.name if ev.author.id == page.id else name,
                             text=ev.text,
@@ -462,8 +463,8 @@ class Service:
             latest = await self.repo.messages.latest_customer(s, task.id)
             decision = routing.route_staff_message(
                 text,
-                explicit_target=message_view(explicit, task.post_id) if explicit else None,
-                latest_customer=message_view(latest, task.post_id) if latest else None,
+                explicit_target=message_view(explicit) if explicit else None,
+                latest_customer=message_view(latest) if latest else None,
                 command_prefixes=command_prefixes,
             )
             match decision:
@@ -533,7 +534,7 @@ class Service:
             if not text.strip():
                 return
             msg = await self._queue_answer(
-                s, task, message_view(target, task.post_id), text.strip(), user_id, None
+                s, task, message_view(target), text.strip(), user_id, None
             )
             self._chat_job(s, task, "show_answer", message_id=msg.id, by=f"<@{user_id}>")
 
@@ -788,7 +789,7 @@ class Service:
             )
             text = render(quick.text, values).strip()
             msg = await self._queue_answer(
-                s, task, message_view(target, task.post_id), text, user_id, chat_message_id
+                s, task, message_view(target), text, user_id, chat_message_id
             )
             if chat_message_id is None:
                 self._chat_job(s, task, "show_answer", message_id=msg.id, by=by)
@@ -949,7 +950,7 @@ class Service:
                 if contact is not None and contact.picture_url:
                     post = replace(post, picture_url=contact.picture_url)
             reply_to = None
-            if msg.fb_parent_id and task.post_id and msg.fb_parent_id != task.post_id:
+            if msg.fb_parent_id and msg.fb_post_id and msg.fb_parent_id != msg.fb_post_id:
                 async with self.db.read() as s:
                     parent = await self.repo.messages.by_fb_id(s, msg.fb_parent_id)
                 reply_to = parent.chat_message_id if parent is not None else None
@@ -1022,7 +1023,9 @@ class Service:
             author=msg.author_name,
             text=msg.text,
             fb_status=msg.fb_status,
-            is_reply=bool(msg.fb_parent_id and task.post_id and msg.fb_parent_id != task.post_id),
+            is_reply=bool(
+                msg.fb_parent_id and msg.fb_post_id and msg.fb_parent_id != msg.fb_post_id
+            ),
             message_id=msg.id,
         )
 
@@ -1047,7 +1050,7 @@ class Service:
         if task.channel == "messenger":
             fb_id = await self.graph.send_message(target.author_fb_id or "", msg.text, token)
         else:
-            to = routing.comment_reply_target(message_view(target, task.post_id))
+            to = routing.comment_reply_target(message_view(target))
             fb_id = await self.graph.reply_to_comment(to, msg.text, token)
         async with self.tx() as s:
             row = await self.repo.messages.get(s, message_id)

@@ -82,13 +82,18 @@ def root_blocks(root: RootMessage) -> list[dict[str, Any]]:
         blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": tags}]})
     quoted = "\n".join("> " + escape(line) for line in root.additional_data.splitlines())
     blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": _clip(quoted)}]})
-    status = ":large_green_circle: open" if root.status == "open" else ":white_check_mark: closed"
+    status = {
+        "open": ":large_green_circle: open",
+        "merged": ":twisted_rightwards_arrows: merged",
+    }.get(root.status, ":white_check_mark: closed")
     blocks.append(
         {
             "type": "context",
             "elements": [{"type": "mrkdwn", "text": f"Status: *{status}* · task #{root.task_id}"}],
         }
     )
+    if root.status == "merged":
+        return blocks  # work goes on in the surviving task
     toggle = (
         {"text": "Close", "action_id": "task_close", "style": "danger"}
         if root.status == "open"

@@ -68,7 +68,7 @@ def render_root(root: RootMessage) -> str:
     if root.tags:
         parts.append(" ".join("#" + html.escape(t) for t in root.tags))
     parts.append(f"<blockquote>{html.escape(root.additional_data)}</blockquote>")
-    status = "🟢 open" if root.status == "open" else "✅ closed"
+    status = {"open": "🟢 open", "merged": "🔀 merged"}.get(root.status, "✅ closed")
     parts.append(f"Status: {status} · task #{root.task_id}")
     return _clip("\n\n".join(parts))
 
@@ -163,7 +163,7 @@ class TelegramPlatform:
 
     async def set_thread_state(self, chat_id: str, thread: ThreadRef, root: RootMessage) -> None:
         try:
-            if root.status == "closed":
+            if root.status != "open":
                 await self.bot.close_forum_topic(
                     chat_id=int(chat_id), message_thread_id=int(thread.thread_id)
                 )

@@ -130,6 +130,8 @@ class Message(Base):
     direction: Mapped[str] = mapped_column(String(16))
     fb_id: Mapped[str | None] = mapped_column(String(128))
     fb_parent_id: Mapped[str | None] = mapped_column(String(128))
+    # the post a comment is on (a merged task holds comments of several posts)
+    fb_post_id: Mapped[str | None] = mapped_column(String(128))
     author_fb_id: Mapped[str | None] = mapped_column(String(64))
     author_name: Mapped[str] = mapped_column(String(255), default="")
     staff_user_id: Mapped[str | None] = mapped_column(String(64))

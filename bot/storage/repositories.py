@@ -26,7 +26,7 @@ from bot.storage.models import (
 )
 
 
-def message_view(m: Message, post_id: str | None = None) -> MessageView:
+def message_view(m: Message) -> MessageView:
     return MessageView(
         id=m.id,
         direction=m.direction,
@@ -34,7 +34,7 @@ def message_view(m: Message, post_id: str | None = None) -> MessageView:
         fb_parent_id=m.fb_parent_id,
         text=m.text,
         state=m.state,
-        post_id=post_id,
+        post_id=m.fb_post_id,
     )
 
 
