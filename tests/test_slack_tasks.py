@@ -327,3 +327,74 @@ async def test_socket_mode_receives_and_acknowledges_events(tmp_path: Any) -> No
         assert [(c.parent_id, c.message) for c in st.graph.comments] == [("c_1", "Yes!")]
     finally:
         await st.stop()
+
+
+async def test_slack_quick_replies_by_word_button_and_select(slack: Stage) -> None:
+    status, _ = await slack.slack_request(
+        command("quick", "add thanks Thanks {{contact.name}}!"), form=True
+    )
+    assert status == 200
+    await slack.settled()
+    assert slack.slack.ephemeral[-1]["text"] == "Added the quick reply thanks."
+    await comment(slack, "c_1", ("u1", "Ann"), "Vegan?")
+    r = root(slack)
+    await staff(slack, "!quick thanks", r["ts"])
+    assert [(c.parent_id, c.message) for c in slack.graph.comments] == [("c_1", "Thanks Ann!")]
+    assert thread_texts(slack, r["ts"])[-1] == f"<@{AGENT}> to Ann: Thanks Ann!"
+    # the root's Quick reply button offers a select; picking one sends it
+    click = {
+        "type": "block_actions",
+        "user": {"id": AGENT},
+        "trigger_id": "t.quick",
+        "channel": {"id": CHANNEL},
+        "actions": [
+            {
+                "action_id": "task_quick",
+                "value": r["blocks"][-1]["elements"][1]["value"],
+                "type": "button",
+            }
+        ],
+    }
+    assert (await slack.slack_interaction(click))[0] == 200
+    await slack.settled()
+    menu = slack.slack.thread(CHANNEL, r["ts"])[-1]
+    select = menu["blocks"][1]["elements"][0]
+    assert select["action_id"] == "quick_pick"
+    assert [o["value"] for o in select["options"]] == ["q:1:thanks"]
+    pick = {
+        "type": "block_actions",
+        "user": {"id": AGENT},
+        "trigger_id": "t.pick",
+        "channel": {"id": CHANNEL},
+        "actions": [
+            {
+                "action_id": "quick_pick",
+                "type": "static_select",
+                "selected_option": select["options"][0],
+            }
+        ],
+    }
+    assert (await slack.slack_interaction(pick))[0] == 200
+    await slack.settled()
+    assert len(slack.graph.comments) == 2
+
+
+async def test_slack_template_is_for_admins_and_validated(slack: Stage) -> None:
+    await slack.slack_request(
+        command("template", "task title {{page.name}}", user=AGENT), form=True
+    )
+    await slack.slack_request(command("template", "task title {{nope}}"), form=True)
+    await slack.slack_request(command("template", "task assignees <@W222|ines>"), form=True)
+    await slack.settled()
+    texts = [e["text"] for e in slack.slack.ephemeral[-3:]]
+    assert texts[0] == "Only workspace admins can run /template."
+    assert texts[1].startswith("Nothing changed: unknown variable nope")
+    assert texts[2].startswith("Saved.")
+    await comment(slack, "c_1", ("u1", "Ann"), "Vegan?")
+    section = next(b for b in root(slack)["blocks"] if "Assignees" in str(b))
+    assert section["text"]["text"] == "Assignees: <@W222>"
+    # the assignee gets a direct message with a link to the task
+    dm = slack.slack.channels["W222"]
+    assert any(
+        "New task for you" in m["text"] and "/archives/C111/p" in m["text"] for m in dm.values()
+    )

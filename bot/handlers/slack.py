@@ -298,6 +298,8 @@ class SlackHandler:
             await self.say(channel, f"Only workspace admins can run /{name}.", only_for=user)
             return
         if name == "template":
+            # mentions arrive as <@W123|name>: an assignee is the user id
+            args = re.sub(r"<@([A-Z0-9]+)(?:\|[^>]*)?>", r"\1", args)
             text = await self.commands.template(PLATFORM, channel, unescape(args))
             await self.say(channel, text, only_for=user)
             return
