@@ -25,7 +25,7 @@ class RootMessage:
 class ChatPost:
     """One message in a task's thread: a relayed comment, a page comment or a notice."""
 
-    kind: str  # "customer" | "page" | "notice"
+    kind: str  # "customer" | "page" | "notice" | "digest" (several comments, in ``items``)
     author: str
     text: str
     fb_status: str | None = None  # "edited" | "hidden" | "removed"
@@ -34,6 +34,7 @@ class ChatPost:
     message_id: int | None = None  # our id, for a per-message "Reply" action
     only_for: str | None = None  # a chat user id: shown to that user alone, where possible
     choices: tuple[tuple[str, str], ...] = ()  # (label, value): buttons or a select
+    items: tuple[ChatPost, ...] = ()
 
 
 @dataclass(frozen=True)

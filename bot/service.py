@@ -65,6 +65,12 @@ class Pace:
         return [f"fb:page:{page_id}"]
 
 
+# A burst: three or more comments waiting in one task's lane go out as one message.
+COALESCE_AT = 3
+COALESCE_MAX = 25
+DIGEST_CHARS = 3000  # below Telegram's 4096 and Slack's 3000-character section
+
+
 class ServiceError(Exception):
     """A staff or admin request that cannot be done; the message is for the user."""
 
@@ -943,6 +949,10 @@ class Service:
         if job.kind == "relay" and msg is not None:
             if msg.chat_message_id is not None:
                 return
+            waiting = await self._waiting_relays(job)
+            if len(waiting) + 1 >= COALESCE_AT:
+                await self._relay_digest(platform, task, job, msg, waiting)
+                return
             post = self._chat_post(msg, task)
             if msg.direction == "customer" and msg.author_fb_id:
                 async with self.db.read() as s:
@@ -1005,6 +1015,55 @@ class Service:
                 ThreadRef(task.thread_id, task.root_message_id),
                 self._root(task),
             )
+
+    async def _waiting_relays(self, job: OutboxJob) -> list[tuple[int, Message]]:
+        """The relays queued right behind this one in its lane, not yet shown."""
+        async with self.db.read() as s:
+            jobs = await self.repo.outbox.following(s, job.lane, job.id, COALESCE_MAX - 1)
+            out: list[tuple[int, Message]] = []
+            for follower in jobs:
+                if follower.kind != "relay":
+                    break  # keep the order: an edit or a notice waits its turn
+                mid = follower.payload.get("message_id")
+                m = await self.repo.messages.get(s, int(mid)) if isinstance(mid, int) else None
+                if m is None or m.chat_message_id is not None:
+                    continue
+                out.append((follower.id, m))
+        return out
+
+    async def _relay_digest(
+        self,
+        platform: ChatPlatform,
+        task: Task,
+        job: OutboxJob,
+        first: Message,
+        waiting: list[tuple[int, Message]],
+    ) -> None:
+        """A burst: the task's waiting comments as one message (name and text of each), so
+        the thread catches up instead of lagging behind the platform's pace."""
+        items = [self._chat_post(first, task)]
+        taken: list[tuple[int, Message]] = []
+        size = len(first.text) + len(first.author_name)
+        for job_id, m in waiting:
+            size += len(m.text) + len(m.author_name) + 8
+            if size > DIGEST_CHARS:
+                break
+            items.append(self._chat_post(m, task))
+            taken.append((job_id, m))
+        assert task.thread_id is not None
+        chat_id = await platform.post(
+            task.chat_id,
+            task.thread_id,
+            ChatPost(kind="digest", author="", text="", items=tuple(items)),
+        )
+        async with self.tx() as s:
+            for m in [first, *(m for _, m in taken)]:
+                row = await self.repo.messages.get(s, m.id)
+                assert row is not None
+                row.chat_message_id = chat_id
+                row.state = "relayed"
+            await self.repo.outbox.complete(s, [job_id for job_id, _ in taken])
+        self.metrics.relayed.inc(len(items))
 
     def _root(self, task: Task) -> RootMessage:
         return RootMessage(

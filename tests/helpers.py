@@ -46,3 +46,15 @@ def general_texts(st: Stage) -> list[str]:
         for m in sorted(chat.messages.values(), key=lambda m: int(m["message_id"]))
         if m.get("from", {}).get("is_bot") and "message_thread_id" not in m and "text" in m
     ]
+
+
+DIGEST_HEAD = re.compile(r"^\d+ comments arrived together:$")
+
+
+def relayed_lines(st: Stage, thread_id: int) -> list[str]:
+    """Every relayed comment in a topic, oldest first, digests unfolded into their lines."""
+    out: list[str] = []
+    for text in thread_texts(st, thread_id)[1:]:
+        lines = text.splitlines()
+        out.extend(lines[1:] if lines and DIGEST_HEAD.match(lines[0]) else [text])
+    return out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from sqlalchemy import select
@@ -18,7 +19,14 @@ from tests.conftest import (
     connect,
     load_fixture,
 )
-from tests.helpers import general_texts, message_id_of, only_topic, thread_texts, topics
+from tests.helpers import (
+    general_texts,
+    message_id_of,
+    only_topic,
+    relayed_lines,
+    thread_texts,
+    topics,
+)
 
 POST = f"{PAGE_ID}_139560936755999"
 
@@ -282,8 +290,6 @@ async def test_restart_delivers_what_was_left_in_the_outbox(connected: Stage) ->
             n = await s.scalar(select(OutboxJob.attempts).where(OutboxJob.kind == "open_thread"))
         return bool(n)
 
-    import asyncio
-
     for _ in range(500):
         if await attempted():
             break
@@ -291,7 +297,7 @@ async def test_restart_delivers_what_was_left_in_the_outbox(connected: Stage) ->
     assert await attempted()
     await connected.stop_app()
     assert topics(connected) == {}
-    connected.telegram._scripted.clear()
+    connected.telegram.clear_responses()
     await connected.start_app()
     await connected.settled()
     assert thread_texts(connected, only_topic(connected))[1:] == ["Ann: hi"]
@@ -334,3 +340,36 @@ async def test_stop_lets_an_answer_in_flight_finish(connected: Stage) -> None:
         fb_id = await s.scalar(select(Message.fb_id).where(Message.direction == "staff"))
     await reopened.close()
     assert (state, fb_id) == ("delivered", "c_2_reply")
+
+
+async def test_a_burst_catches_up_as_digests_in_order(connected: Stage) -> None:
+    # Telegram is down while 12 comments arrive: they wait in the task's lane
+    connected.telegram.add_response(
+        "createForumTopic",
+        {"ok": False, "error_code": 502, "description": "Bad Gateway"},
+        status=502,
+        times=10_000,
+    )
+    for i in range(12):
+        body = comment_delivery(PAGE_ID, POST, f"c_{i}", (f"u{i}", f"User {i}"), f"comment {i}")
+        await connected.deliver_facebook(body)
+
+    async def queued() -> int:
+        async with connected.c.db.read() as s:
+            jobs = await s.scalars(select(OutboxJob).where(OutboxJob.kind == "relay"))
+            return len(list(jobs))
+
+    for _ in range(500):
+        if await queued() == 12:
+            break
+        await asyncio.sleep(0.02)
+    connected.telegram.clear_responses()
+    await connected.settled()
+    topic = only_topic(connected)
+    texts = thread_texts(connected, topic)[1:]
+    assert texts[0].startswith("12 comments arrived together:")
+    assert relayed_lines(connected, topic) == [f"User {i}: comment {i}" for i in range(12)]
+    # a reply to the digest answers its latest comment
+    digest_id = message_id_of(connected, topic, "comments arrived together")
+    await staff_says(connected, "Thanks all", topic, reply_to=digest_id)
+    assert [c.parent_id for c in connected.graph.comments] == ["c_11"]

@@ -75,6 +75,10 @@ class FakeServer:
         for _ in range(times):
             self._scripted[method].append(Scripted(status, body, headers or {}, delay, drop))
 
+    def clear_responses(self) -> None:
+        """Back to the model's own answers (the outage is over)."""
+        self._scripted.clear()
+
     def called(self, method: str) -> list[Call]:
         return [c for c in self.calls if c.method == method]
 

@@ -129,6 +129,9 @@ def root_text(root: RootMessage) -> str:
 
 
 def post_text(post: ChatPost) -> str:
+    if post.kind == "digest":
+        head = f"_{len(post.items)} comments arrived together:_"
+        return _clip("\n".join([head, *(post_text(i) for i in post.items)]))
     if post.kind == "notice":
         return post.text
     who = (post.author or "Someone") + (" (Page)" if post.kind == "page" else "")
@@ -142,6 +145,8 @@ def post_text(post: ChatPost) -> str:
 
 
 def post_blocks(post: ChatPost) -> list[dict[str, Any]] | None:
+    if post.kind == "digest":
+        return [{"type": "section", "text": {"type": "mrkdwn", "text": post_text(post)}}]
     if post.kind == "notice" and post.choices:
         options = [
             {"text": {"type": "plain_text", "text": _clip(label, 75)}, "value": value}

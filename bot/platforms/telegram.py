@@ -74,6 +74,9 @@ def render_root(root: RootMessage) -> str:
 
 
 def render_post(post: ChatPost) -> str:
+    if post.kind == "digest":
+        head = f"<i>{len(post.items)} comments arrived together:</i>"
+        return _clip("\n".join([head, *(render_post(i) for i in post.items)]))
     if post.kind == "notice":
         return html.escape(_clip(post.text))
     who = html.escape(post.author or "Someone")

@@ -171,10 +171,12 @@ class MessageRepository:
     async def by_chat_id(
         self, s: AsyncSession, task_id: int, chat_message_id: str
     ) -> Message | None:
+        """The message shown as that chat message; of a digest, its latest comment."""
         return await s.scalar(
-            select(Message).where(
-                Message.task_id == task_id, Message.chat_message_id == chat_message_id
-            )
+            select(Message)
+            .where(Message.task_id == task_id, Message.chat_message_id == chat_message_id)
+            .order_by(Message.id.desc())
+            .limit(1)
         )
 
     async def latest_customer(self, s: AsyncSession, task_id: int) -> Message | None:
@@ -312,6 +314,26 @@ class OutboxRepository:
         await s.execute(
             update(OutboxJob).where(OutboxJob.claimed_until.is_not(None)).values(claimed_until=None)
         )
+
+    async def following(
+        self, s: AsyncSession, lane: str, after_id: int, limit: int
+    ) -> list[OutboxJob]:
+        rows = await s.scalars(
+            select(OutboxJob)
+            .where(OutboxJob.lane == lane, OutboxJob.state == "pending", OutboxJob.id > after_id)
+            .order_by(OutboxJob.id)
+            .limit(limit)
+        )
+        return list(rows)
+
+    async def complete(self, s: AsyncSession, job_ids: Sequence[int]) -> None:
+        """Jobs whose work another job did (a digest of several relays)."""
+        if job_ids:
+            await s.execute(
+                update(OutboxJob)
+                .where(OutboxJob.id.in_(job_ids), OutboxJob.state == "pending")
+                .values(state="done")
+            )
 
     async def next_due(self, s: AsyncSession) -> float | None:
         value = await s.scalar(
