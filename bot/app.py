@@ -34,6 +34,18 @@ from bot.worker import InboxWorker
 log = logging.getLogger(__name__)
 
 MAX_BODY = 1024 * 1024  # Facebook and Telegram deliveries are a few KB
+CATCH_UP_EVERY = 600.0  # seconds between reconciliations of open tasks' posts
+
+
+async def catch_up_loop(service: Service, stop: asyncio.Event, every: float) -> None:
+    """At start (after downtime) and then periodically: what did webhooks miss?"""
+    while not stop.is_set():
+        try:
+            await service.catch_up()
+        except Exception:
+            log.exception("catch-up failed")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=every)
 
 
 def pacer_for(settings: Settings) -> Pacer:
@@ -169,6 +181,9 @@ async def _startup(app: web.Application) -> None:
     c.intake.start()
     c.worker.start()
     await c.outbox.start()
+    c.background.append(
+        asyncio.create_task(catch_up_loop(c.service, c.stop_polling, CATCH_UP_EVERY))
+    )
     if c.socket_mode is not None:
         try:
             await c.socket_mode.connect_async()  # type: ignore[no-untyped-call]

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol
 
-from bot.domain import PageAccount, PostInfo
+from bot.domain import CommentEvent, PageAccount, PostInfo
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,10 @@ class FacebookGateway(Protocol):
     async def post(self, post_id: str, page_token: str) -> PostInfo: ...
 
     async def profile(self, user_id: str, page_token: str) -> tuple[str | None, str | None]: ...
+
+    async def comments(
+        self, page_id: str, post_id: str, page_token: str, since: datetime | None
+    ) -> list[CommentEvent]: ...
 
     async def reply_to_comment(self, comment_id: str, text: str, page_token: str) -> str: ...
 

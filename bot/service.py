@@ -12,7 +12,7 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
@@ -438,6 +438,44 @@ class Service:
                 s, task, "notice_in_task", text="The post was removed on Facebook: task closed."
             )
             self._chat_job(s, task, "thread_state")
+
+    async def catch_up(self) -> int:
+        """Read the comments of every open task's post since the last one seen, and handle
+        those no webhook brought (downtime, a missed delivery). Returns how many were new."""
+        if self.graph is None:
+            return 0
+        async with self.db.read() as s:
+            tasks = await self.repo.tasks.open_on_posts(s)
+        new = 0
+        for task in tasks:
+            assert task.post_id is not None
+            async with self.db.read() as s:
+                page = await self.repo.pages.get(s, task.page_id)
+                last = await self.repo.messages.last_seen_on_post(s, task.post_id)
+            if page is None or not page.active:
+                continue
+            # a minute of overlap: Facebook's "since" is by creation time, in seconds
+            since = (last or task.created_at) - timedelta(minutes=1)
+            if since.tzinfo is None:
+                since = since.replace(tzinfo=UTC)  # SQLite gives naive datetimes back
+            try:
+                events = await self.graph.comments(
+                    page.id, task.post_id, self.page_token(page), since
+                )
+            except DeliveryError as e:
+                log.warning(
+                    "catch-up read failed", extra={"post_id": task.post_id, "reason": e.reason}
+                )
+                continue
+            for ev in events:
+                async with self.db.read() as s:
+                    if await self.repo.messages.by_fb_id(s, ev.comment_id) is not None:
+                        continue
+                await self._comment(page, ev)
+                new += 1
+        if new:
+            log.info("catch-up found comments the webhooks missed", extra={"count": new})
+        return new
 
     # --- staff side -----------------------------------------------------------------------
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import select
@@ -373,3 +374,35 @@ async def test_a_burst_catches_up_as_digests_in_order(connected: Stage) -> None:
     digest_id = message_id_of(connected, topic, "comments arrived together")
     await staff_says(connected, "Thanks all", topic, reply_to=digest_id)
     assert [c.parent_id for c in connected.graph.comments] == ["c_11"]
+
+
+async def test_catch_up_brings_missed_comments_once(connected: Stage) -> None:
+    await connected.deliver_facebook(comment_delivery(PAGE_ID, POST, "c_1", ("u1", "Ann"), "hi"))
+    await connected.settled()
+    topic = only_topic(connected)
+    # on Facebook: the comment we saw, and two the webhooks never delivered
+    connected.graph.add_comment(POST, "c_1", ("u1", "Ann"), "hi", "2026-11-21T10:00:00+0000")
+    now = datetime.now(UTC)
+    for n, (cid, who, text) in enumerate(
+        [("c_2", ("u2", "Bo"), "missed"), ("c_3", ("u1", "Ann"), "me too")]
+    ):
+        created = (now + timedelta(seconds=n)).strftime("%Y-%m-%dT%H:%M:%S+0000")
+        connected.graph.add_comment(POST, cid, who, text, created, parent_id="c_1" if n else None)
+    assert await connected.c.service.catch_up() == 2
+    assert await connected.c.service.catch_up() == 0  # nothing twice
+    await connected.settled()
+    assert relayed_lines(connected, topic) == ["Ann: hi", "Bo: missed", "↪ Ann: me too"]
+    [call] = connected.graph.called("post_comments")[-1:]
+    assert call.params["filter"] == "stream" and int(call.params["since"]) > 0
+
+
+async def test_removed_post_closes_its_task_with_a_note(connected: Stage) -> None:
+    topic = await two_comments(connected)
+    change = load_fixture("fb_feed_change_post_remove.json")
+    change["value"]["post_id"] = POST
+    await connected.deliver_facebook(
+        {"object": "page", "entry": [{"id": PAGE_ID, "time": 1, "changes": [change]}]}
+    )
+    await connected.settled()
+    assert topics(connected)[topic]["closed"] is True
+    assert "The post was removed on Facebook: task closed." in thread_texts(connected, topic)

@@ -62,6 +62,7 @@ class FakeGraph(FakeServer):
         self.profiles: dict[str, dict[str, Any]] = {}
         self.comments: list[PostedComment] = []
         self.messages: list[dict[str, Any]] = []
+        self.post_comments: dict[str, list[dict[str, Any]]] = {}
         self.deleted: set[str] = set()  # comment ids answering which gives 100/33
         self._ids = itertools.count(900_000_000_000_001)
         self.app.router.add_route("*", "/{version}/{path:.*}", self._handle)
@@ -80,6 +81,26 @@ class FakeGraph(FakeServer):
             "created_time": created_time,
             "permalink_url": url or f"https://www.facebook.com/{post_id.replace('_', '/posts/')}",
         }
+
+    def add_comment(
+        self,
+        post_id: str,
+        comment_id: str,
+        author: tuple[str, str],
+        message: str,
+        created_time: str,
+        parent_id: str | None = None,
+    ) -> None:
+        """A comment that exists on Facebook (whether or not a webhook told us)."""
+        item: dict[str, Any] = {
+            "id": comment_id,
+            "from": {"id": author[0], "name": author[1]},
+            "message": message,
+            "created_time": created_time,
+        }
+        if parent_id:
+            item["parent"] = {"id": parent_id}
+        self.post_comments.setdefault(post_id, []).append(item)
 
     def add_profile(self, user_id: str, name: str, picture: str | None = None) -> None:
         self.profiles[user_id] = {"id": user_id, "name": name}
@@ -147,6 +168,23 @@ class FakeGraph(FakeServer):
             return web.json_response(
                 {"recipient_id": params.get("recipient", {}).get("id"), "message_id": mid}
             )
+        if method == "post_comments":
+            post_id = path.split("/")[0]
+            items = self.post_comments.get(post_id, [])
+            since = int(params.get("since", 0) or 0)
+            from datetime import datetime
+
+            def ts(item: dict[str, Any]) -> float:
+                return datetime.strptime(item["created_time"], "%Y-%m-%dT%H:%M:%S%z").timestamp()
+
+            picked = [i for i in items if ts(i) >= since]
+            start = int(params.get("after", 0) or 0)
+            page_items = picked[start : start + int(params.get("limit", 100))]
+            nxt = start + len(page_items)
+            paging: dict[str, Any] = {"cursors": {"before": str(start), "after": str(nxt)}}
+            if nxt < len(picked):
+                paging["next"] = f"{self.url}/{self.version}/{post_id}/comments?after={nxt}"
+            return web.json_response({"data": page_items, "paging": paging})
         if method == "object":
             if path in self.posts:
                 return web.json_response(self.posts[path])
@@ -169,4 +207,6 @@ class FakeGraph(FakeServer):
             return "subscribed_apps"
         if path.endswith("/comments") and http_method == "POST":
             return "comments"
+        if path.endswith("/comments"):
+            return "post_comments"
         return "object"

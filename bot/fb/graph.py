@@ -9,7 +9,7 @@ from typing import Any
 
 import aiohttp
 
-from bot.domain import PageAccount, PostInfo
+from bot.domain import CommentEvent, FbUser, PageAccount, PostInfo
 from bot.errors import DeliveryError
 
 log = logging.getLogger(__name__)
@@ -69,6 +69,15 @@ def _usage_wait(headers: Any) -> float | None:
     ]
     wait = max(waits, default=0.0)
     return wait or None
+
+
+def _parse_time(value: Any) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.strptime(value, "%Y-%m-%dT%H:%M:%S%z").astimezone(UTC)
+    except ValueError:
+        return None
 
 
 class GraphClient:
@@ -172,19 +181,53 @@ class GraphClient:
             page_token,
             params={"fields": "id,message,created_time,permalink_url"},
         )
-        created = None
-        if isinstance(body.get("created_time"), str):
-            try:
-                created = datetime.strptime(body["created_time"], "%Y-%m-%dT%H:%M:%S%z")
-                created = created.astimezone(UTC)
-            except ValueError:
-                created = None
+        created = _parse_time(body.get("created_time"))
         return PostInfo(
             id=post_id,
             text=str(body.get("message") or ""),
             url=body.get("permalink_url"),
             created_time=created,
         )
+
+    async def comments(
+        self, page_id: str, post_id: str, page_token: str, since: datetime | None
+    ) -> list[CommentEvent]:
+        """The post's comments (replies included), oldest first, since a time: for catching
+        up on what webhooks missed."""
+        params = {
+            "filter": "stream",
+            "order": "chronological",
+            "fields": "id,from,message,created_time,parent{id}",
+            "limit": "100",
+        }
+        if since is not None:
+            params["since"] = str(int(since.timestamp()))
+        out: list[CommentEvent] = []
+        for _ in range(100):
+            body = await self._call("GET", f"{post_id}/comments", page_token, params=params)
+            for item in body.get("data") or []:
+                if not isinstance(item, dict) or not item.get("id"):
+                    continue
+                raw_from, raw_parent = item.get("from"), item.get("parent")
+                sender: dict[str, Any] = raw_from if isinstance(raw_from, dict) else {}
+                parent: dict[str, Any] = raw_parent if isinstance(raw_parent, dict) else {}
+                out.append(
+                    CommentEvent(
+                        page_id=page_id,
+                        post_id=post_id,
+                        comment_id=str(item["id"]),
+                        parent_id=str(parent.get("id") or post_id),
+                        verb="add",
+                        author=FbUser(str(sender.get("id", "")), sender.get("name")),
+                        text=str(item.get("message") or ""),
+                        created_time=_parse_time(item.get("created_time")) or datetime.now(UTC),
+                    )
+                )
+            after = ((body.get("paging") or {}).get("cursors") or {}).get("after")
+            if not (body.get("paging") or {}).get("next") or not after:
+                break
+            params = {**params, "after": str(after)}
+        return out
 
     async def profile(self, user_id: str, page_token: str) -> tuple[str | None, str | None]:
         """Name and picture URL of a person, when Facebook lets the page see them."""

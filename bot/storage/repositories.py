@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import and_, func, or_, select, update
@@ -154,6 +155,12 @@ class TaskRepository:
             task = nxt
         return task
 
+    async def open_on_posts(self, s: AsyncSession) -> list[Task]:
+        rows = await s.scalars(
+            select(Task).where(Task.status == "open", Task.post_id.is_not(None)).order_by(Task.id)
+        )
+        return list(rows)
+
     async def for_contacts(self, s: AsyncSession, contact_ids: Sequence[int]) -> list[Task]:
         rows = await s.scalars(
             select(Task).where(Task.contact_id.in_(contact_ids)).order_by(Task.id)
@@ -190,6 +197,16 @@ class MessageRepository:
             .order_by(Message.id.desc())
             .limit(1)
         )
+
+    async def last_seen_on_post(self, s: AsyncSession, post_id: str) -> datetime | None:
+        value = await s.scalar(
+            select(func.max(Message.created_at)).where(
+                Message.fb_post_id == post_id, Message.direction.in_(("customer", "page"))
+            )
+        )
+        if value is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)  # SQLite gives naive datetimes back
+        return value
 
     async def unconfirmed_answers(self, s: AsyncSession, task_id: int) -> list[Message]:
         rows = await s.scalars(
