@@ -71,6 +71,7 @@ class Components:
     intake: Intake
     worker: InboxWorker
     outbox: Outbox
+    call_timeout: float
     http: aiohttp.ClientSession | None = None
     graph: GraphClient | None = None
     bot: Bot | None = None
@@ -85,7 +86,9 @@ class Components:
 COMPONENTS = web.AppKey("components", Components)
 
 
-def create_app(settings: Settings, *, outbox_base_delay: float = 1.0) -> web.Application:
+def create_app(
+    settings: Settings, *, outbox_base_delay: float = 1.0, call_timeout: float = 30.0
+) -> web.Application:
     db = Database(settings.database_url)
     metrics = Metrics()
     tokens = TokenBox(settings.secret_key.get_secret_value()) if settings.secret_key else None
@@ -102,7 +105,7 @@ def create_app(settings: Settings, *, outbox_base_delay: float = 1.0) -> web.App
         base_delay=outbox_base_delay,
     )
     service.on_enqueued = outbox.wake
-    c = Components(settings, db, metrics, service, intake, worker, outbox)
+    c = Components(settings, db, metrics, service, intake, worker, outbox, call_timeout)
 
     app = web.Application(client_max_size=MAX_BODY)
     app[COMPONENTS] = c
@@ -126,7 +129,9 @@ def create_app(settings: Settings, *, outbox_base_delay: float = 1.0) -> web.App
     if settings.slack_enabled:
         assert settings.slack_bot_token is not None
         c.slack_client = AsyncWebClient(
-            token=settings.slack_bot_token.get_secret_value(), base_url=settings.slack_api_url
+            token=settings.slack_bot_token.get_secret_value(),
+            base_url=settings.slack_api_url,
+            timeout=int(max(1, call_timeout)),
         )
         c.bolt = slack.build_bolt(settings, c.slack_client, intake, metrics)
         if settings.slack_app_token is None:
@@ -151,11 +156,13 @@ async def _startup(app: web.Application) -> None:
         if c.service.tokens is None and await c.service.repo.pages.any_connected(session):
             raise ConfigError("SECRET_KEY: required once a page is connected")
     c.http = aiohttp.ClientSession()
-    c.graph = GraphClient(s.fb_graph_url, s.fb_api_version, c.http)
+    c.graph = GraphClient(s.fb_graph_url, s.fb_api_version, c.http, timeout=c.call_timeout)
     c.service.graph = c.graph
     c.worker.register("facebook", c.service.handle_facebook_item)
     if s.telegram_bot_token is not None:
-        tg_session = AiohttpSession(api=TelegramAPIServer.from_base(s.telegram_api_url))
+        tg_session = AiohttpSession(
+            api=TelegramAPIServer.from_base(s.telegram_api_url), timeout=c.call_timeout
+        )
         c.bot = Bot(s.telegram_bot_token.get_secret_value(), session=tg_session)
         c.service.platforms["telegram"] = TelegramPlatform(c.bot)
         c.telegram = tg.TelegramHandler(c.bot, c.service, s)

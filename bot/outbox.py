@@ -38,6 +38,12 @@ class Limit:
     count: int
     window: float  # seconds
 
+    @property
+    def guarded(self) -> float:
+        """The window plus a margin: the platform counts a send when it arrives, which is
+        a little after we counted it, and a request can wait behind the previous one."""
+        return self.window + max(0.25, self.window * 0.05)
+
 
 class Pacer:
     """Sliding-window limits per destination (``tg:chat:-100…``, ``fb:page:…``, ``tg:global``).
@@ -56,22 +62,27 @@ class Pacer:
                 return limit
         return None
 
-    def reserve(self, keys: list[str], now: float) -> float:
+    def reserve(self, keys: list[str], now: float, cost: int = 1) -> float:
+        """0 and the sends counted, or the seconds until ``cost`` sends fit under every
+        key's limit."""
         wait = 0.0
         for key in keys:
             limit = self._limit(key)
             if limit is None:
                 continue
             sent = self._sent.setdefault(key, deque())
-            while sent and sent[0] <= now - limit.window:
+            while sent and sent[0] <= now - limit.guarded:
                 sent.popleft()
-            if len(sent) >= limit.count:
-                wait = max(wait, sent[0] + limit.window - now)
+            need = min(cost, limit.count)
+            if len(sent) + need > limit.count:
+                # the oldest sends that must age out of the window first
+                oldest = sent[len(sent) + need - limit.count - 1]
+                wait = max(wait, oldest + limit.guarded - now)
         if wait > 0:
             return wait
         for key in keys:
             if self._limit(key) is not None:
-                self._sent.setdefault(key, deque()).append(now)
+                self._sent.setdefault(key, deque()).extend([now] * cost)
         return 0.0
 
 
@@ -171,7 +182,12 @@ class Outbox:
                 continue
             pace = job.payload.get("pace")
             keys = [str(k) for k in pace] if isinstance(pace, list) else []
-            delay = self._pacer.reserve(keys, now) if keys else 0.0
+            cost = job.payload.get("pace_cost", 1)
+            delay = (
+                self._pacer.reserve(keys, now, cost if isinstance(cost, int) else 1)
+                if keys
+                else 0.0
+            )
             if delay > 0:
                 self._not_before[job.lane] = now + delay
                 wait = min(wait, delay)

@@ -106,8 +106,10 @@ class Service:
 
     def _chat_job(self, s: AsyncSession, task: Task, kind: str, **payload: Any) -> None:
         payload.setdefault("task_id", task.id)
-        if kind in ("open_thread", "relay", "notice"):
+        if kind in ("open_thread", "relay", "notice_in_task", "show_answer"):
             payload["pace"] = Pace.chat(task.chat_platform, task.chat_id)
+        if kind == "open_thread" and task.chat_platform == "telegram":
+            payload["pace_cost"] = 2  # createForumTopic and the root message
         self.enqueue(s, f"chat:{task.id}", kind, payload)
 
     def notice(

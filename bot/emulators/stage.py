@@ -36,8 +36,9 @@ SLACK_SIGNING_SECRET = "demo-slack-signing-secret"
 
 
 class Stage:
-    def __init__(self, database_url: str, **overrides: Any) -> None:
+    def __init__(self, database_url: str, *, call_timeout: float = 2.0, **overrides: Any) -> None:
         self.database_url = database_url
+        self.call_timeout = call_timeout
         self.overrides = overrides
         self.graph = FakeGraph(user_token=USER_TOKEN)
         self.telegram = FakeTelegram(token=TG_TOKEN, **overrides.pop("telegram_options", {}))
@@ -58,10 +59,12 @@ class Stage:
         await self.telegram.start()
         await self.slack.start()
         self.http = aiohttp.ClientSession()
-        await self.start_app()
+        await self.start_app(call_timeout=self.call_timeout)
         return self
 
-    async def start_app(self, *, outbox_base_delay: float = 0.05) -> None:
+    async def start_app(
+        self, *, outbox_base_delay: float = 0.05, call_timeout: float = 2.0
+    ) -> None:
         values: dict[str, Any] = {
             "database_url": self.database_url,
             "public_url": "https://pagedesk.example",
@@ -83,7 +86,9 @@ class Stage:
         }
         values.update(self.overrides)
         self.settings = load_settings(**values)
-        self.app = create_app(self.settings, outbox_base_delay=outbox_base_delay)
+        self.app = create_app(
+            self.settings, outbox_base_delay=outbox_base_delay, call_timeout=call_timeout
+        )
         self.runner = web.AppRunner(self.app, access_log=None)
         await self.runner.setup()
         site = web.TCPSite(self.runner, "127.0.0.1", 0)
@@ -107,11 +112,16 @@ class Stage:
     # --- sending things in -------------------------------------------------------------
 
     async def deliver_facebook(
-        self, body: Any, *, signed: bool = True, secret: str = APP_SECRET
+        self,
+        body: Any,
+        *,
+        signed: bool = True,
+        secret: str = APP_SECRET,
+        content_type: str = "application/json",
     ) -> aiohttp.ClientResponse:
         assert self.http is not None
         raw = body if isinstance(body, bytes) else json.dumps(body).encode()
-        headers = {"Content-Type": "application/json"}
+        headers = {"Content-Type": content_type}
         if signed:
             headers["X-Hub-Signature-256"] = sign(secret, raw)
         async with self.http.post(

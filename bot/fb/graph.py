@@ -81,9 +81,12 @@ def _parse_time(value: Any) -> datetime | None:
 
 
 class GraphClient:
-    def __init__(self, base_url: str, version: str, session: aiohttp.ClientSession) -> None:
+    def __init__(
+        self, base_url: str, version: str, session: aiohttp.ClientSession, *, timeout: float = 30
+    ) -> None:
         self._base = f"{base_url.rstrip('/')}/{version}"
         self._session = session
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
 
     async def _call(
         self,
@@ -104,7 +107,7 @@ class GraphClient:
                 params=query if method == "GET" else {"access_token": token},
                 data=data,
                 json=json_body,
-                timeout=aiohttp.ClientTimeout(total=30),
+                timeout=self._timeout,
             ) as resp:
                 text = await resp.text()
                 status = resp.status

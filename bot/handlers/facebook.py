@@ -42,6 +42,10 @@ def delivery_handler(app_secret: str | None, intake: Intake, metrics: Metrics) -
             metrics.rejected.labels("facebook", "signature").inc()
             log.warning("facebook delivery with a missing or wrong signature refused")
             return web.Response(status=403, text="bad signature")
+        if request.content_type != "application/json":
+            metrics.rejected.labels("facebook", "content_type").inc()
+            log.warning("signed facebook delivery that is not JSON by its content type")
+            return web.Response(status=415, text="expected application/json")
         try:
             body = json.loads(raw)
         except ValueError:

@@ -63,6 +63,9 @@ def webhook_handler(secret: str, intake: Intake, metrics: Metrics) -> Handler:
         if not hmac.compare_digest(got.encode(), secret.encode()):
             metrics.rejected.labels("telegram", "secret").inc()
             return web.Response(status=403, text="wrong secret token")
+        if request.content_type != "application/json":
+            metrics.rejected.labels("telegram", "content_type").inc()
+            return web.Response(status=415, text="expected application/json")
         raw = await request.read()
         try:
             body = json.loads(raw)
