@@ -213,10 +213,15 @@ async def _cleanup(app: web.Application) -> None:
     c.stop_polling.set()
     if c.socket_mode is not None:
         await c.socket_mode.close_async()  # type: ignore[no-untyped-call]
-    for t in c.background:
-        t.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await t
+    if c.background:
+        # Let them see the stop (a task cancelled inside a query would leak its connection);
+        # a long poll still waiting on Telegram is cancelled after that.
+        _, pending = await asyncio.wait(c.background, timeout=3)
+        for t in pending:
+            t.cancel()
+        for t in c.background:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
     await c.intake.close()
     await c.worker.stop()
     await c.outbox.stop()

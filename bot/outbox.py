@@ -46,15 +46,21 @@ class Limit:
 
 
 class Pacer:
-    """Sliding-window limits per destination (``tg:chat:-100…``, ``fb:page:…``, ``tg:global``).
+    """Limits per destination (``tg:chat:-100…``, ``fb:page:…``, ``tg:global``).
 
     A job asks for all of its keys at once and gets either a go (the sends are counted)
     or the time to wait, so that we stay below the platforms' limits instead of hitting them.
+    Two rules: a sliding window (never more than the limit in any window, the hard guard),
+    and even spacing after a short burst (GCRA), so that a burst does not spend a whole
+    minute's budget in its first second while comments are still arriving: the waiting ones
+    then go out together as digests.
     """
 
-    def __init__(self, limits: dict[str, Limit]) -> None:
+    def __init__(self, limits: dict[str, Limit], burst_share: float = 0.25) -> None:
         self._limits = limits
         self._sent: dict[str, deque[float]] = {}
+        self._tat: dict[str, float] = {}  # GCRA's theoretical arrival time per key
+        self._burst_share = burst_share
 
     def _limit(self, key: str) -> Limit | None:
         for prefix, limit in self._limits.items():
@@ -78,11 +84,19 @@ class Pacer:
                 # the oldest sends that must age out of the window first
                 oldest = sent[len(sent) + need - limit.count - 1]
                 wait = max(wait, oldest + limit.guarded - now)
+            interval = limit.guarded / limit.count
+            tolerance = (max(1, int(limit.count * self._burst_share)) - 1) * interval
+            tat = max(self._tat.get(key, now), now)
+            if tat - now > tolerance:
+                wait = max(wait, tat - now - tolerance)
         if wait > 0:
             return wait
         for key in keys:
-            if self._limit(key) is not None:
+            limit = self._limit(key)
+            if limit is not None:
                 self._sent.setdefault(key, deque()).extend([now] * cost)
+                interval = limit.guarded / limit.count
+                self._tat[key] = max(self._tat.get(key, now), now) + cost * interval
         return 0.0
 
 

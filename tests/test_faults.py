@@ -191,7 +191,7 @@ async def test_wrong_content_type_is_refused(connected: Stage) -> None:
 
 
 def test_pacer_sliding_window_and_cost() -> None:
-    pacer = Pacer({"tg:chat": Limit(3, 60.0), "tg:global": Limit(30, 1.0)})
+    pacer = Pacer({"tg:chat": Limit(3, 60.0), "tg:global": Limit(30, 1.0)}, burst_share=1.0)
     keys = ["tg:chat:-1", "tg:global"]
     assert pacer.reserve(keys, 0.0) == 0.0
     assert pacer.reserve(keys, 1.0, cost=2) == 0.0
@@ -201,6 +201,23 @@ def test_pacer_sliding_window_and_cost() -> None:
     assert pacer.reserve(keys, 60.0) > 0
     assert pacer.reserve(keys, 63.0) == 0.0
     assert pacer.reserve(["slack:channel:C1"], 0.0) == 0.0  # no limit configured: go
+
+
+def test_pacer_spreads_a_burst_after_a_short_allowance() -> None:
+    pacer = Pacer({"tg:chat": Limit(20, 60.0)})  # 20 a minute: a quarter may go at once
+    keys = ["tg:chat:-1"]
+    assert [pacer.reserve(keys, 0.0) for _ in range(5)] == [0.0] * 5
+    wait = pacer.reserve(keys, 0.0)
+    interval = (60.0 + 3.0) / 20  # the guarded window, evenly spread
+    assert wait == pytest.approx(interval)
+    assert pacer.reserve(keys, wait) == 0.0
+    # and never more than 20 in a window, however the calls come
+    sent, now = [], 0.0
+    while now < 300:
+        if pacer.reserve(keys, now) == 0.0:
+            sent.append(now)
+        now += 0.5
+    assert max(sum(1 for t in sent if s <= t < s + 60) for s in sent) <= 20
 
 
 def test_backoff_grows_with_jitter_and_a_cap() -> None:
