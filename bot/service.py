@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -250,17 +250,63 @@ class Service:
         name, picture = (
             await self._profile(page, ev.author.id, ev.author.name) if customer else ("", None)
         )
+        by_page = ev.author.id == page.id
+
+        def message() -> Message:
+            return Message(
+                direction="page" if by_page else "customer",
+                fb_id=ev.comment_id,
+                fb_parent_id=ev.parent_id,
+                fb_post_id=ev.post_id,
+                author_fb_id=ev.author.id,
+                author_name=page.name if by_page else name,
+                text=ev.text,
+                state="pending",
+                created_at=ev.created_time,
+            )
+
+        async def find_open(s: AsyncSession) -> Task | None:
+            return await self.repo.tasks.open_for_post(s, page.id, ev.post_id)
+
+        await self._store_event(
+            page,
+            fb_id=ev.comment_id,
+            find_open=find_open,
+            by_page=by_page,
+            route=lambda **views: routing.route_comment(ev, pageinfo, **views),
+            message=message,
+            post=post,
+            contact_args=(ev.author.id, name, picture),
+            channel="comments",
+            post_id=ev.post_id,
+            first_at=ev.created_time,
+        )
+
+    async def _store_event(
+        self,
+        page: Page,
+        *,
+        fb_id: str,
+        find_open: Callable[[AsyncSession], Awaitable[Task | None]],
+        by_page: bool,
+        route: Callable[..., routing.CommentDecision],
+        message: Callable[[], Message],
+        post: PostInfo | None,
+        contact_args: tuple[str, str, str | None],
+        channel: str,
+        post_id: str | None,
+        first_at: datetime,
+    ) -> None:
+        """Load the views, let routing decide, carry it out; all in one transaction."""
         for attempt in range(3):
             try:
                 async with self.tx() as s:
-                    known = await self.repo.messages.by_fb_id(s, ev.comment_id)
-                    open_task = await self.repo.tasks.open_for_post(s, page.id, ev.post_id)
+                    known = await self.repo.messages.by_fb_id(s, fb_id)
+                    open_task = await find_open(s)
                     unconfirmed: list[Message] = []
-                    if ev.author.id == page.id and open_task is not None:
+                    if by_page and open_task is not None:
                         unconfirmed = await self.repo.messages.unconfirmed_answers(s, open_task.id)
-                    decision = routing.route_comment(
-                        ev,
-                        pageinfo,
+                    decision = route(
                         known=message_view(known) if known else None,
                         open_task=task_view(open_task) if open_task else None,
                         unconfirmed_answers=[message_view(m) for m in unconfirmed],
@@ -270,28 +316,18 @@ class Service:
                         decision,
                         page=page,
                         post=post,
-                        contact_args=(ev.author.id, name, picture),
-                        message=Message(
-                            direction="page" if ev.author.id == page.id else "customer",
-                            fb_id=ev.comment_id,
-                            fb_parent_id=ev.parent_id,
-                            fb_post_id=ev.post_id,
-                            author_fb_id=ev.author.id,
-                            author_name=page.name if ev.author.id == page.id else name,
-                            text=ev.text,
-                            state="pending",
-                            created_at=ev.created_time,
-                        ),
-                        channel="comments",
-                        post_id=ev.post_id,
-                        first_at=ev.created_time,
+                        contact_args=contact_args,
+                        message=message(),
+                        channel=channel,
+                        post_id=post_id,
+                        first_at=first_at,
                     )
                 return
             except IntegrityError:
-                # Another worker opened the post's task (or stored this comment) first:
-                # the next attempt sees its row and joins it.
+                # Another worker opened the task (or stored this message) first: the next
+                # attempt sees its row and joins it.
                 log.info("concurrent write, retrying", extra={"attempt": attempt})
-        raise RuntimeError(f"comment {ev.comment_id} could not be stored after 3 attempts")
+        raise RuntimeError(f"{fb_id} could not be stored after 3 attempts")
 
     async def _direct_message(self, page: Page, ev: MessengerEvent) -> None:
         pageinfo = PageInfo(page.id, page.name)
@@ -299,49 +335,37 @@ class Service:
         name, picture = (
             await self._profile(page, customer_id, None) if not ev.is_echo else ("", None)
         )
-        for attempt in range(3):
-            try:
-                async with self.tx() as s:
-                    known = await self.repo.messages.by_fb_id(s, ev.mid)
-                    contact = await self.repo.contacts.by_fb_id(s, customer_id)
-                    open_task = (
-                        await self.repo.tasks.open_for_dm(s, page.id, contact.id)
-                        if contact is not None
-                        else None
-                    )
-                    unconfirmed: list[Message] = []
-                    if ev.is_echo and open_task is not None:
-                        unconfirmed = await self.repo.messages.unconfirmed_answers(s, open_task.id)
-                    decision = routing.route_direct_message(
-                        ev,
-                        pageinfo,
-                        known=message_view(known) if known else None,
-                        open_task=task_view(open_task) if open_task else None,
-                        unconfirmed_answers=[message_view(m) for m in unconfirmed],
-                    )
-                    await self._apply(
-                        s,
-                        decision,
-                        page=page,
-                        post=None,
-                        contact_args=(customer_id, name, picture),
-                        message=Message(
-                            direction="page" if ev.is_echo else "customer",
-                            fb_id=ev.mid,
-                            author_fb_id=ev.sender_id,
-                            author_name=page.name if ev.is_echo else name,
-                            text=ev.text,
-                            state="pending",
-                            created_at=ev.timestamp,
-                        ),
-                        channel="messenger",
-                        post_id=None,
-                        first_at=ev.timestamp,
-                    )
-                return
-            except IntegrityError:
-                log.info("concurrent write, retrying", extra={"attempt": attempt})
-        raise RuntimeError(f"message {ev.mid} could not be stored after 3 attempts")
+
+        def message() -> Message:
+            return Message(
+                direction="page" if ev.is_echo else "customer",
+                fb_id=ev.mid,
+                author_fb_id=ev.sender_id,
+                author_name=page.name if ev.is_echo else name,
+                text=ev.text,
+                state="pending",
+                created_at=ev.timestamp,
+            )
+
+        async def find_open(s: AsyncSession) -> Task | None:
+            contact = await self.repo.contacts.by_fb_id(s, customer_id)
+            if contact is None:
+                return None
+            return await self.repo.tasks.open_for_dm(s, page.id, contact.id)
+
+        await self._store_event(
+            page,
+            fb_id=ev.mid,
+            find_open=find_open,
+            by_page=ev.is_echo,
+            route=lambda **views: routing.route_direct_message(ev, pageinfo, **views),
+            message=message,
+            post=None,
+            contact_args=(customer_id, name, picture),
+            channel="messenger",
+            post_id=None,
+            first_at=ev.timestamp,
+        )
 
     async def _apply(
         self,
