@@ -183,6 +183,25 @@ class FakeTelegram(FakeServer):
         self.webhook = params
         return True
 
+    async def m_getWebhookInfo(self, params: dict[str, Any]) -> Any:
+        url = (self.webhook or {}).get("url", "")
+        return {"url": url, "has_custom_certificate": False, "pending_update_count": 0}
+
+    async def m_getChat(self, params: dict[str, Any]) -> Any:
+        chat = self._chat(params)
+        return {
+            **self.chat_json(chat),
+            "accent_color_id": 0,
+            "max_reaction_count": 11,
+            "accepted_gift_types": {
+                "unlimited_gifts": False,
+                "limited_gifts": False,
+                "unique_gifts": False,
+                "premium_subscription": False,
+                "gifts_from_channels": False,
+            },
+        }
+
     async def m_deleteWebhook(self, params: dict[str, Any]) -> Any:
         self.webhook = None
         return True
