@@ -149,6 +149,16 @@ def create_app(
 
 
 async def _startup(app: web.Application) -> None:
+    try:
+        await _start(app)
+    except BaseException:
+        # aiohttp does not run on_cleanup for an app whose startup failed: release what
+        # was opened (the database pool, HTTP sessions) before the error goes up.
+        await _cleanup(app)
+        raise
+
+
+async def _start(app: web.Application) -> None:
     c = app[COMPONENTS]
     s = c.settings
     await c.db.migrate()

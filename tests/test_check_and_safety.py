@@ -11,6 +11,7 @@ from bot.check import run_check
 from bot.config import ConfigError
 from bot.emulators.stage import Stage, comment_delivery
 from bot.logs import FieldsFormatter
+from bot.storage.db import Database
 from bot.storage.models import Page
 from tests.conftest import ADMIN, CHAT_ID, PAGE_ID
 from tests.helpers import general_texts, topics
@@ -61,8 +62,10 @@ async def test_secret_key_is_required_once_a_page_is_connected(connected: Stage)
     with pytest.raises(ConfigError, match=r"^SECRET_KEY: required once a page is connected$"):
         await connected.start_app()
     await connected.stop_app()
-    async with connected.c.db.read() as s:
+    db = Database(connected.database_url)
+    async with db.read() as s:
         assert [p.id for p in await s.scalars(select(Page))] == [PAGE_ID]
+    await db.close()
 
 
 def test_log_lines_never_carry_tokens() -> None:
