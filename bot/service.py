@@ -518,7 +518,38 @@ class Service:
         command_prefixes: str = "/",
     ) -> tuple[Task, routing.StaffDecision] | None:
         """A staff member wrote in a thread. Returns the task and the decision, or None when
-        the thread is not a task's. Commands are returned for the caller to run."""
+        the thread is not a task's (or the message was handled already). Commands are
+        returned for the caller to run."""
+        try:
+            return await self._staff_message(
+                platform=platform,
+                chat_id=chat_id,
+                thread_id=thread_id,
+                user_id=user_id,
+                text=text,
+                chat_message_id=chat_message_id,
+                reply_to_chat_message_id=reply_to_chat_message_id,
+                command_prefixes=command_prefixes,
+            )
+        except IntegrityError:
+            log.info(
+                "staff message handled by another worker",
+                extra={"chat_message_id": chat_message_id},
+            )
+            return None
+
+    async def _staff_message(
+        self,
+        *,
+        platform: str,
+        chat_id: str,
+        thread_id: str,
+        user_id: str,
+        text: str,
+        chat_message_id: str,
+        reply_to_chat_message_id: str | None,
+        command_prefixes: str,
+    ) -> tuple[Task, routing.StaffDecision] | None:
         async with self.tx() as s:
             task = await self.repo.tasks.by_thread(s, platform, chat_id, thread_id)
             if task is None:

@@ -19,6 +19,7 @@ log = logging.getLogger(__name__)
 Handler = Callable[[InboxItem], Awaitable[None]]
 
 MAX_ATTEMPTS = 8
+LEASE = 300.0  # seconds a replica holds a stored delivery it is processing
 
 
 class InboxWorker:
@@ -75,6 +76,12 @@ class InboxWorker:
                 await self.process(item)
 
     async def process(self, item: InboxItem) -> None:
+        if not self._db.is_sqlite:
+            # Several replicas share PostgreSQL: one takes the item (a lease, so a replica
+            # that dies holding it only delays it). SQLite serves one process: no need.
+            async with self._db.write() as s:
+                if not await self._repo.claim(s, item.id, time.time(), LEASE):
+                    return
         handler = self._handlers.get(item.source)
         if handler is None:
             log.warning("no handler for stored delivery", extra={"source": item.source})

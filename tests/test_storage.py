@@ -49,7 +49,7 @@ async def test_migrations_create_the_schema_and_are_idempotent(db: Database) -> 
     await db.migrate()  # second run: nothing to do
     async with db.read() as s:
         version = await s.scalar(text("SELECT version_num FROM alembic_version"))
-    assert version == "0002"
+    assert version == "0003"
     if db.is_sqlite:
         async with db.read() as s:
             mode = await s.scalar(text("PRAGMA journal_mode"))
@@ -152,3 +152,95 @@ async def test_page_token_is_stored_encrypted(db: Database) -> None:
     assert box.open(page.token_encrypted) == "tok"
     with pytest.raises(ValueError, match="SECRET_KEY changed"):
         TokenBox("other").open(page.token_encrypted)
+
+
+async def test_the_same_staff_message_handled_at_once_is_stored_once(db: Database) -> None:
+    """Two replicas handling one Telegram update together send one answer, not two."""
+    box = TokenBox("k")
+    await add_page(db, box)
+    async with db.write() as s:
+        task = Task(
+            page_id=PAGE_ID,
+            channel="comments",
+            post_id=POST,
+            status="open",
+            title="t",
+            root_text="",
+            chat_platform="telegram",
+            chat_id="-100",
+            thread_id="7",
+            root_message_id="8",
+            assignees=[],
+        )
+        s.add(task)
+        await s.flush()
+        s.add(
+            Message(
+                task_id=task.id,
+                direction="customer",
+                fb_id="c1",
+                fb_post_id=POST,
+                fb_parent_id=POST,
+                author_name="Ann",
+                text="hi",
+                chat_message_id="9",
+                state="relayed",
+            )
+        )
+    service = Service(db, None, {}, box, Metrics())
+    results = await asyncio.gather(
+        *(
+            service.staff_message(
+                platform="telegram",
+                chat_id="-100",
+                thread_id="7",
+                user_id="1",
+                text="Thanks!",
+                chat_message_id="10",
+                reply_to_chat_message_id=None,
+            )
+            for _ in range(5)
+        )
+    )
+    assert sum(r is not None for r in results) == 1
+    async with db.read() as s:
+        staff = await s.scalar(
+            select(func.count()).select_from(Message).where(Message.direction == "staff")
+        )
+        answers = await s.scalar(
+            select(func.count()).select_from(OutboxJob).where(OutboxJob.kind == "fb_answer")
+        )
+    assert (staff, answers) == (1, 1)
+
+
+async def test_replicas_claim_a_stored_delivery_once(db: Database) -> None:
+    if db.is_sqlite:
+        pytest.skip("SQLite serves one process: there are no replicas to share work")
+    from bot.worker import InboxWorker
+
+    calls: list[int] = []
+
+    async def handler(item: InboxItem) -> None:
+        calls.append(item.id)
+        await asyncio.sleep(0.05)
+
+    async with db.write() as s:
+        await InboxRepository().add_many(
+            s,
+            [
+                {
+                    "source": "telegram",
+                    "dedupe_key": "1",
+                    "payload": "{}",
+                    "received_at": time.time(),
+                    "processed_at": None,
+                    "attempts": 0,
+                    "next_attempt_at": 0.0,
+                }
+            ],
+        )
+    async with db.read() as s:
+        [item] = await InboxRepository().pending(s, 10, time.time())
+    workers = [InboxWorker(db, {"telegram": handler}, Metrics()) for _ in range(3)]
+    await asyncio.gather(*(w.process(item) for w in workers))
+    assert calls == [item.id]

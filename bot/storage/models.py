@@ -122,6 +122,16 @@ class Message(Base):
         UniqueConstraint("fb_id", name="uq_messages_fb_id"),
         Index("ix_messages_task", "task_id", "id"),
         Index("ix_messages_chat", "task_id", "chat_message_id"),
+        # A staff message is handled once, even if two replicas handle its update at once.
+        # (Customer comments may share a chat message: a digest.)
+        Index(
+            "uq_messages_staff_chat",
+            "task_id",
+            "chat_message_id",
+            unique=True,
+            sqlite_where=text("direction IN ('staff', 'note') AND chat_message_id IS NOT NULL"),
+            postgresql_where=text("direction IN ('staff', 'note') AND chat_message_id IS NOT NULL"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)

@@ -261,6 +261,19 @@ class InboxRepository:
         )
         return list(rows)
 
+    async def claim(self, s: AsyncSession, item_id: int, now: float, lease: float) -> bool:
+        """Take a stored delivery for ``lease`` seconds; False if another replica has it."""
+        result = await s.execute(
+            update(InboxItem)
+            .where(
+                InboxItem.id == item_id,
+                InboxItem.processed_at.is_(None),
+                InboxItem.next_attempt_at <= now,
+            )
+            .values(next_attempt_at=now + lease)
+        )
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
     async def mark_processed(self, s: AsyncSession, item_id: int, error: str | None = None) -> None:
         await s.execute(
             update(InboxItem)
