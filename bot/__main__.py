@@ -40,7 +40,10 @@ async def serve(settings: Settings) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="pagedesk", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="pagedesk",
+        description="Facebook Page comments and messages as tasks in Telegram and Slack.",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("serve", help="run the HTTP server and background workers")
     demo = sub.add_parser("demo", help="a scripted conversation against local emulators")

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import aiohttp
 from aiogram import Bot
 from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
 from aiogram.exceptions import TelegramAPIError
+from sqlalchemy import select
+from sqlalchemy.engine import make_url
 
 from bot.config import Settings
 from bot.crypto import TokenBox
@@ -14,6 +18,36 @@ from bot.errors import DeliveryError
 from bot.fb.graph import GraphClient
 from bot.storage.db import Database
 from bot.storage.models import Page
+
+
+def _missing_sqlite_file(url: str) -> str | None:
+    """The SQLite file, if it does not exist (connecting would create an empty one)."""
+    if not url.startswith("sqlite"):
+        return None
+    path = make_url(url).database
+    if not path or path == ":memory:" or Path(path).exists():
+        return None
+    return path
+
+
+async def _database(url: str, r: Report) -> list[Page]:
+    """Does the database answer, and which pages are connected?"""
+    db = Database(url)
+    try:
+        await db.ping()
+    except Exception as e:
+        r.bad(f"database does not answer ({type(e).__name__}): check DATABASE_URL")
+        await db.close()
+        return []
+    r.ok("database answers")
+    try:
+        async with db.read() as s:
+            return list(await s.scalars(select(Page).where(Page.active.is_(True))))
+    except Exception:
+        r.bad("database has no schema yet: `python -m bot serve` creates it at start")
+        return []
+    finally:
+        await db.close()
 
 
 class Report:
@@ -33,23 +67,12 @@ class Report:
 
 async def run_check(settings: Settings) -> int:
     r = Report()
-    db = Database(settings.database_url)
-    pages: list[Page] = []
-    try:
-        await db.ping()
-        r.ok("database answers")
-        try:
-            async with db.read() as s:
-                from sqlalchemy import select
-
-                pages = list(await s.scalars(select(Page).where(Page.active.is_(True))))
-        except Exception:
-            r.bad("database has no schema yet: `python -m bot serve` creates it at start")
-    except Exception as e:
-        r.bad(f"database does not answer ({type(e).__name__}): check DATABASE_URL")
-    finally:
-        await db.close()
-
+    missing = _missing_sqlite_file(settings.database_url)
+    if missing:
+        r.bad(f"database {missing} does not exist yet: `serve` creates it at start")
+        pages: list[Page] = []
+    else:
+        pages = await _database(settings.database_url, r)
     async with aiohttp.ClientSession() as http:
         await _facebook(settings, http, pages, r)
     await _telegram(settings, pages, r)
