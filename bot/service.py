@@ -521,79 +521,57 @@ class Service:
         the thread is not a task's (or the message was handled already). Commands are
         returned for the caller to run."""
         try:
-            return await self._staff_message(
-                platform=platform,
-                chat_id=chat_id,
-                thread_id=thread_id,
-                user_id=user_id,
-                text=text,
-                chat_message_id=chat_message_id,
-                reply_to_chat_message_id=reply_to_chat_message_id,
-                command_prefixes=command_prefixes,
-            )
+            async with self.tx() as s:
+                task = await self.repo.tasks.by_thread(s, platform, chat_id, thread_id)
+                if task is None:
+                    return None
+                if await self.repo.messages.by_chat_id(s, task.id, chat_message_id) is not None:
+                    return None  # this update was already handled
+                explicit = (
+                    await self.repo.messages.by_chat_id(s, task.id, reply_to_chat_message_id)
+                    if reply_to_chat_message_id
+                    else None
+                )
+                latest = await self.repo.messages.latest_customer(s, task.id)
+                decision = routing.route_staff_message(
+                    text,
+                    explicit_target=message_view(explicit) if explicit else None,
+                    latest_customer=message_view(latest) if latest else None,
+                    command_prefixes=command_prefixes,
+                )
+                match decision:
+                    case routing.Internal(note):
+                        s.add(
+                            Message(
+                                task_id=task.id,
+                                direction="note",
+                                staff_user_id=user_id,
+                                text=note,
+                                chat_message_id=chat_message_id,
+                                state="internal",
+                            )
+                        )
+                    case routing.Answer(target, answer):
+                        await self._queue_answer(s, task, target, answer, user_id, chat_message_id)
+                    case routing.Refuse(reason):
+                        self.notice(
+                            s,
+                            platform,
+                            chat_id,
+                            f"Not sent to Facebook: {reason}.",
+                            thread_id=thread_id,
+                            reply_to=chat_message_id,
+                        )
+                    case routing.Command():
+                        pass
+                return task, decision
         except IntegrityError:
+            # the same chat message, stored a moment ago by another replica
             log.info(
                 "staff message handled by another worker",
                 extra={"chat_message_id": chat_message_id},
             )
             return None
-
-    async def _staff_message(
-        self,
-        *,
-        platform: str,
-        chat_id: str,
-        thread_id: str,
-        user_id: str,
-        text: str,
-        chat_message_id: str,
-        reply_to_chat_message_id: str | None,
-        command_prefixes: str,
-    ) -> tuple[Task, routing.StaffDecision] | None:
-        async with self.tx() as s:
-            task = await self.repo.tasks.by_thread(s, platform, chat_id, thread_id)
-            if task is None:
-                return None
-            if await self.repo.messages.by_chat_id(s, task.id, chat_message_id) is not None:
-                return None  # this update was already handled
-            explicit = (
-                await self.repo.messages.by_chat_id(s, task.id, reply_to_chat_message_id)
-                if reply_to_chat_message_id
-                else None
-            )
-            latest = await self.repo.messages.latest_customer(s, task.id)
-            decision = routing.route_staff_message(
-                text,
-                explicit_target=message_view(explicit) if explicit else None,
-                latest_customer=message_view(latest) if latest else None,
-                command_prefixes=command_prefixes,
-            )
-            match decision:
-                case routing.Internal(note):
-                    s.add(
-                        Message(
-                            task_id=task.id,
-                            direction="note",
-                            staff_user_id=user_id,
-                            text=note,
-                            chat_message_id=chat_message_id,
-                            state="internal",
-                        )
-                    )
-                case routing.Answer(target, answer):
-                    await self._queue_answer(s, task, target, answer, user_id, chat_message_id)
-                case routing.Refuse(reason):
-                    self.notice(
-                        s,
-                        platform,
-                        chat_id,
-                        f"Not sent to Facebook: {reason}.",
-                        thread_id=thread_id,
-                        reply_to=chat_message_id,
-                    )
-                case routing.Command():
-                    pass
-            return task, decision
 
     async def _queue_answer(
         self,
