@@ -165,7 +165,11 @@ async def _start(app: web.Application) -> None:
     async with c.db.read() as session:
         if c.service.tokens is None and await c.service.repo.pages.any_connected(session):
             raise ConfigError("SECRET_KEY: required once a page is connected")
-    c.http = aiohttp.ClientSession()
+    # One session (one connection pool) for every Graph and Slack call. slack_sdk opens a
+    # new session per call unless it is given one, and then applies no timeout of its own.
+    c.http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=c.call_timeout))
+    if c.slack_client is not None:
+        c.slack_client.session = c.http
     c.graph = GraphClient(s.fb_graph_url, s.fb_api_version, c.http, timeout=c.call_timeout)
     c.service.graph = c.graph
     c.worker.register("facebook", c.service.handle_facebook_item)
@@ -237,8 +241,6 @@ async def _cleanup(app: web.Application) -> None:
     await c.outbox.stop()
     if c.bot is not None:
         await c.bot.session.close()
-    if c.slack_client is not None and c.slack_client.session is not None:
-        await c.slack_client.session.close()
     if c.http is not None:
         await c.http.close()
     await c.db.close()

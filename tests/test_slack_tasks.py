@@ -398,3 +398,13 @@ async def test_slack_template_is_for_admins_and_validated(slack: Stage) -> None:
     assert any(
         "New task for you" in m["text"] and "/archives/C111/p" in m["text"] for m in dm.values()
     )
+
+
+async def test_slack_calls_reuse_one_connection(slack: Stage) -> None:
+    """The Web API client shares the app's HTTP session instead of opening one per call."""
+    await comment(slack, "c_1", ("u1", "Ann"), "Vegan?")
+    await staff(slack, "Yes", root(slack)["ts"])
+    await staff(slack, "And oat milk", root(slack)["ts"])
+    posts = [c for c in slack.slack.calls if c.method in ("chat.postMessage", "reactions.add")]
+    assert len(posts) >= 4
+    assert len({c.peer for c in posts}) < len(posts)

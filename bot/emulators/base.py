@@ -21,6 +21,7 @@ class Call:
     method: str
     params: dict[str, Any]
     headers: dict[str, str] = field(default_factory=dict)
+    peer: int = 0  # the client's port: calls on one kept-alive connection share it
 
 
 @dataclass
@@ -36,6 +37,11 @@ def runner_port(runner: web.AppRunner) -> int:
     """The port a runner's site on port 0 was given."""
     address = runner.addresses[0]
     return int(address[1])
+
+
+def peer_port(request: web.Request) -> int:
+    peer = request.transport.get_extra_info("peername") if request.transport else None
+    return int(peer[1]) if peer else 0
 
 
 class FakeServer:

@@ -9,7 +9,7 @@ from typing import Any
 
 from aiohttp import web
 
-from bot.emulators.base import Call, FakeServer, read_params
+from bot.emulators.base import Call, FakeServer, peer_port, read_params
 
 INVALID_TOKEN = {
     "error": {
@@ -114,7 +114,9 @@ class FakeGraph(FakeServer):
         path = request.match_info["path"].strip("/")
         params = await read_params(request)
         method = self._name(request.method, path)
-        self.calls.append(Call(method, {**params, "path": path}, dict(request.headers)))
+        self.calls.append(
+            Call(method, {**params, "path": path}, dict(request.headers), peer_port(request))
+        )
         if request.match_info["version"] != self.version:
             return web.json_response(
                 {"error": {"message": "Unknown version", "type": "OAuthException", "code": 2500}},

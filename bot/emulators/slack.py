@@ -14,7 +14,7 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from bot.emulators.base import Call, FakeServer, read_params
+from bot.emulators.base import Call, FakeServer, peer_port, read_params
 
 AUTH_TEST = {
     "ok": True,
@@ -134,7 +134,7 @@ class FakeSlack(FakeServer):
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         method = request.match_info["method"]
         params = await read_params(request)
-        self.calls.append(Call(method, params, dict(request.headers)))
+        self.calls.append(Call(method, params, dict(request.headers), peer_port(request)))
         allowed = {f"Bearer {self.token}", f"Bearer {self.app_token}"}
         if request.headers.get("Authorization") not in allowed:
             return web.json_response({"ok": False, "error": "invalid_auth"})
