@@ -80,7 +80,7 @@ class Components:
     socket_mode: AsyncSocketModeHandler | None = None
     telegram: tg.TelegramHandler | None = None
     background: list[asyncio.Task[None]] = field(default_factory=list)
-    stop_polling: asyncio.Event = field(default_factory=asyncio.Event)
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 COMPONENTS = web.AppKey("components", Components)
@@ -187,9 +187,7 @@ async def _start(app: web.Application) -> None:
             # Telegram being down must not keep Facebook deliveries from being stored.
             log.error("Telegram setup failed; will still serve", extra={"error": str(e)})
         if not s.telegram_webhook_mode:
-            c.background.append(
-                asyncio.create_task(tg.poll_updates(c.bot, c.intake, c.stop_polling))
-            )
+            c.background.append(asyncio.create_task(tg.poll_updates(c.bot, c.intake, c.stopping)))
     if c.slack_client is not None and c.bolt is not None:
         c.service.platforms["slack"] = SlackPlatform(c.slack_client)
         c.worker.register("slack", slack.SlackHandler(c.slack_client, c.service, s).handle_item)
@@ -202,9 +200,7 @@ async def _start(app: web.Application) -> None:
     c.intake.start()
     c.worker.start()
     await c.outbox.start()
-    c.background.append(
-        asyncio.create_task(catch_up_loop(c.service, c.stop_polling, CATCH_UP_EVERY))
-    )
+    c.background.append(asyncio.create_task(catch_up_loop(c.service, c.stopping, CATCH_UP_EVERY)))
     if c.socket_mode is not None:
         try:
             await c.socket_mode.connect_async()  # type: ignore[no-untyped-call]
@@ -224,7 +220,7 @@ async def _start(app: web.Application) -> None:
 async def _cleanup(app: web.Application) -> None:
     """Graceful stop: store what was handed in, finish what is in flight, keep the rest."""
     c = app[COMPONENTS]
-    c.stop_polling.set()
+    c.stopping.set()
     if c.socket_mode is not None:
         await c.socket_mode.close_async()  # type: ignore[no-untyped-call]
     if c.background:

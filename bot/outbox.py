@@ -132,7 +132,6 @@ class Outbox:
         self._not_before: dict[str, float] = {}
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
-        self.idle = asyncio.Event()
         self.lease = 300.0
 
     def wake(self) -> None:
@@ -167,8 +166,6 @@ class Outbox:
                 wait = await self._dispatch_due()
             except Exception:
                 log.exception("outbox poll failed")
-            if not self._running and wait >= 1.0:
-                self.idle.set()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=max(0.01, min(wait, 1.0)))
 
@@ -183,8 +180,6 @@ class Outbox:
             heads = await self._repo.heads(s, now, limit=self._concurrency * 4)
             next_due = await self._repo.next_due(s)
         wait = max(0.0, (next_due - now)) if next_due is not None else 1.0
-        if heads:
-            self.idle.clear()
         for job in heads:
             if free <= 0:
                 break

@@ -56,7 +56,7 @@ class JoinTask:
 
 @dataclass(frozen=True)
 class OpenTask:
-    as_page: bool = False
+    pass
 
 
 @dataclass(frozen=True)

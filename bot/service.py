@@ -1026,7 +1026,7 @@ class Service:
             if len(waiting) + 1 >= COALESCE_AT:
                 await self._relay_digest(platform, task, job, msg, waiting)
                 return
-            post = self._chat_post(msg, task)
+            post = self._chat_post(msg)
             if msg.direction == "customer" and msg.author_fb_id:
                 async with self.db.read() as s:
                     contact = await self.repo.contacts.by_fb_id(s, msg.author_fb_id)
@@ -1046,7 +1046,7 @@ class Service:
             self.metrics.relayed.inc()
         elif job.kind == "refresh" and msg is not None and msg.chat_message_id:
             await platform.edit(
-                task.chat_id, task.thread_id, msg.chat_message_id, self._chat_post(msg, task)
+                task.chat_id, task.thread_id, msg.chat_message_id, self._chat_post(msg)
             )
         elif job.kind == "show_answer" and msg is not None and msg.chat_message_id is None:
             async with self.db.read() as s:
@@ -1114,14 +1114,14 @@ class Service:
     ) -> None:
         """A burst: the task's waiting comments as one message (name and text of each), so
         the thread catches up instead of lagging behind the platform's pace."""
-        items = [self._chat_post(first, task)]
+        items = [self._chat_post(first)]
         taken: list[tuple[int, Message]] = []
         size = len(first.text) + len(first.author_name)
         for job_id, m in waiting:
             size += len(m.text) + len(m.author_name) + 8
             if size > DIGEST_CHARS:
                 break
-            items.append(self._chat_post(m, task))
+            items.append(self._chat_post(m))
             taken.append((job_id, m))
         assert task.thread_id is not None
         chat_id = await platform.post(
@@ -1149,7 +1149,7 @@ class Service:
             tags=tuple(task.tags),
         )
 
-    def _chat_post(self, msg: Message, task: Task) -> ChatPost:
+    def _chat_post(self, msg: Message) -> ChatPost:
         return ChatPost(
             kind="page" if msg.direction == "page" else "customer",
             author=msg.author_name,

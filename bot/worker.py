@@ -31,7 +31,6 @@ class InboxWorker:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
-        self.idle = asyncio.Event()
 
     def register(self, source: str, handler: Handler) -> None:
         self._handlers[source] = handler
@@ -65,11 +64,9 @@ class InboxWorker:
                 log.exception("inbox read failed")
                 items = []
             if not items:
-                self.idle.set()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout=1.0)
                 continue
-            self.idle.clear()
             for item in items:
                 if self._stopping:
                     return

@@ -181,8 +181,6 @@ class SlackHandler:
         if not thread_ts or thread_ts == ts:
             return  # a top-level channel message is not in any task
         text = unescape(str(event.get("text") or ""))
-        if subtype == "file_share" and not text:
-            text = ""
         result = await self.service.staff_message(
             platform=PLATFORM,
             chat_id=str(event["channel"]),

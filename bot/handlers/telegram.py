@@ -222,8 +222,6 @@ class TelegramHandler:
             if reply_to is not None and reply_to.message_id != m.message_thread_id
             else None
         )
-        if m.text is None and m.caption is None:
-            text = ""
         result = await self.service.staff_message(
             platform=PLATFORM,
             chat_id=str(m.chat.id),
