@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 import aiohttp
 from aiogram import Bot
@@ -35,15 +36,21 @@ log = logging.getLogger(__name__)
 
 MAX_BODY = 1024 * 1024  # Facebook and Telegram deliveries are a few KB
 CATCH_UP_EVERY = 600.0  # seconds between reconciliations of open tasks' posts
+KEEP_HANDLED = timedelta(days=7)  # how long processed deliveries and done jobs are kept
 
 
-async def catch_up_loop(service: Service, stop: asyncio.Event, every: float) -> None:
-    """At start (after downtime) and then periodically: what did webhooks miss?"""
+async def periodic_loop(service: Service, stop: asyncio.Event, every: float) -> None:
+    """At start (after downtime) and then periodically: what did webhooks miss? And the
+    housekeeping of the inbox and outbox tables."""
     while not stop.is_set():
         try:
             await service.catch_up()
         except Exception:
             log.exception("catch-up failed")
+        try:
+            await service.prune(KEEP_HANDLED)
+        except Exception:
+            log.exception("pruning failed")
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=every)
 
@@ -200,7 +207,7 @@ async def _start(app: web.Application) -> None:
     c.intake.start()
     c.worker.start()
     await c.outbox.start()
-    c.background.append(asyncio.create_task(catch_up_loop(c.service, c.stopping, CATCH_UP_EVERY)))
+    c.background.append(asyncio.create_task(periodic_loop(c.service, c.stopping, CATCH_UP_EVERY)))
     if c.socket_mode is not None:
         try:
             await c.socket_mode.connect_async()  # type: ignore[no-untyped-call]

@@ -503,6 +503,18 @@ class Service:
             log.info("catch-up found comments the webhooks missed", extra={"count": new})
         return new
 
+    async def prune(self, keep: timedelta) -> tuple[int, int]:
+        """Delete deliveries processed and jobs done longer ago than ``keep``: without this
+        both tables grow by every delivery and every call, forever. Platforms re-send within
+        hours at most, so deduplication does not need older rows; failures stay."""
+        cutoff = datetime.now(UTC) - keep
+        async with self.db.write() as s:
+            inbox = await self.repo.inbox.prune(s, cutoff.timestamp())
+            outbox = await self.repo.outbox.prune(s, cutoff)
+        if inbox or outbox:
+            log.info("pruned old rows", extra={"inbox": inbox, "outbox": outbox})
+        return inbox, outbox
+
     # --- staff side -----------------------------------------------------------------------
 
     async def staff_message(

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select, text
@@ -244,3 +245,56 @@ async def test_replicas_claim_a_stored_delivery_once(db: Database) -> None:
     workers = [InboxWorker(db, {"telegram": handler}, Metrics()) for _ in range(3)]
     await asyncio.gather(*(w.process(item) for w in workers))
     assert calls == [item.id]
+
+
+async def test_prune_forgets_old_handled_rows_and_keeps_the_rest(db: Database) -> None:
+    now = time.time()
+    old, recent = now - 8 * 86400, now - 3600
+
+    def inbox(key: str, processed: float | None, error: str | None = None) -> dict[str, Any]:
+        return {
+            "source": "telegram",
+            "dedupe_key": key,
+            "payload": "{}",
+            "received_at": old,
+            "processed_at": processed,
+            "attempts": 0,
+            "next_attempt_at": 0.0,
+            "error": error,
+        }
+
+    async with db.write() as s:
+        await InboxRepository().add_many(
+            s,
+            [
+                inbox("old-done", old),
+                inbox("recent-done", recent),
+                inbox("old-pending", None),
+                inbox("old-failed", old, "boom"),
+            ],
+        )
+        long_ago = datetime.fromtimestamp(old, UTC)
+        for state, created in [
+            ("done", long_ago),
+            ("done", datetime.now(UTC)),
+            ("pending", long_ago),
+            ("failed", long_ago),
+        ]:
+            s.add(
+                OutboxJob(
+                    lane="chat:1",
+                    kind="relay",
+                    payload={},
+                    state=state,
+                    attempts=0,
+                    next_attempt_at=0.0,
+                    created_at=created,
+                )
+            )
+    service = Service(db, None, {}, None, Metrics())
+    assert await service.prune(timedelta(days=7)) == (1, 1)
+    async with db.read() as s:
+        keys = set(await s.scalars(select(InboxItem.dedupe_key)))
+        states = sorted(await s.scalars(select(OutboxJob.state)))
+    assert keys == {"recent-done", "old-pending", "old-failed"}
+    assert states == ["done", "failed", "pending"]

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -287,6 +287,15 @@ class InboxRepository:
         )
         return int(n or 0)
 
+    async def prune(self, s: AsyncSession, processed_before: float) -> int:
+        """Forget deliveries handled without error before then; failed ones stay."""
+        result = await s.execute(
+            delete(InboxItem).where(
+                InboxItem.processed_at < processed_before, InboxItem.error.is_(None)
+            )
+        )
+        return int(result.rowcount)  # type: ignore[attr-defined]
+
 
 class OutboxRepository:
     def add(
@@ -376,6 +385,15 @@ class OutboxRepository:
             select(func.count()).select_from(OutboxJob).where(OutboxJob.state == "pending")
         )
         return int(n or 0)
+
+    async def prune(self, s: AsyncSession, created_before: datetime) -> int:
+        """Forget jobs done before then; failed and pending ones stay."""
+        result = await s.execute(
+            delete(OutboxJob).where(
+                OutboxJob.state == "done", OutboxJob.created_at < created_before
+            )
+        )
+        return int(result.rowcount)  # type: ignore[attr-defined]
 
 
 class Repositories:
