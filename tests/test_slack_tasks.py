@@ -408,3 +408,17 @@ async def test_slack_calls_reuse_one_connection(slack: Stage) -> None:
     posts = [c for c in slack.slack.calls if c.method in ("chat.postMessage", "reactions.add")]
     assert len(posts) >= 4
     assert len({c.peer for c in posts}) < len(posts)
+
+
+async def test_bot_admins_setting_grants_slack_admin_rights(tmp_path: Any) -> None:
+    st = Stage(f"sqlite+aiosqlite:///{tmp_path / 'a.db'}", bot_admins=f"slack:{AGENT}")
+    await st.start()
+    try:
+        st.graph.add_page(PAGE_ID, "Bottender Coffee", PAGE_TOKEN)
+        st.slack.add_user(AGENT, "Ines")  # not a workspace admin
+        await st.slack_request(command("connect", PAGE_ID, user=AGENT), form=True)
+        await st.settled()
+        assert st.slack.ephemeral[-1]["text"].startswith("Connected the Page Bottender Coffee")
+        assert st.slack.called("users.info") == []  # BOT_ADMINS answers without asking Slack
+    finally:
+        await st.stop()

@@ -32,6 +32,26 @@ async def db(db_url: str) -> AsyncIterator[Database]:
     await database.close()
 
 
+def inbox_row(
+    key: str,
+    *,
+    received: float | None = None,
+    processed: float | None = None,
+    error: str | None = None,
+) -> dict[str, Any]:
+    """A stored Telegram delivery, as the intake writes it."""
+    return {
+        "source": "telegram",
+        "dedupe_key": key,
+        "payload": "{}",
+        "received_at": received if received is not None else time.time(),
+        "processed_at": processed,
+        "attempts": 0,
+        "next_attempt_at": 0.0,
+        "error": error,
+    }
+
+
 async def add_page(db: Database, box: TokenBox) -> None:
     async with db.write() as s:
         s.add(
@@ -59,17 +79,9 @@ async def test_migrations_create_the_schema_and_are_idempotent(db: Database) -> 
 
 async def test_inbox_ignores_repeats_of_source_and_key(db: Database) -> None:
     repo = InboxRepository()
-    row = {
-        "source": "telegram",
-        "dedupe_key": "1",
-        "payload": "{}",
-        "received_at": time.time(),
-        "processed_at": None,
-        "attempts": 0,
-        "next_attempt_at": 0.0,
-    }
+    row = inbox_row("1")
     async with db.write() as s:
-        await repo.add_many(s, [row, {**row, "dedupe_key": "2"}])
+        await repo.add_many(s, [row, inbox_row("2")])
     async with db.write() as s:
         await repo.add_many(s, [row])
     async with db.read() as s:
@@ -226,20 +238,7 @@ async def test_replicas_claim_a_stored_delivery_once(db: Database) -> None:
         await asyncio.sleep(0.05)
 
     async with db.write() as s:
-        await InboxRepository().add_many(
-            s,
-            [
-                {
-                    "source": "telegram",
-                    "dedupe_key": "1",
-                    "payload": "{}",
-                    "received_at": time.time(),
-                    "processed_at": None,
-                    "attempts": 0,
-                    "next_attempt_at": 0.0,
-                }
-            ],
-        )
+        await InboxRepository().add_many(s, [inbox_row("1")])
     async with db.read() as s:
         [item] = await InboxRepository().pending(s, 10, time.time())
     workers = [InboxWorker(db, {"telegram": handler}, Metrics()) for _ in range(3)]
@@ -252,16 +251,7 @@ async def test_prune_forgets_old_handled_rows_and_keeps_the_rest(db: Database) -
     old, recent = now - 8 * 86400, now - 3600
 
     def inbox(key: str, processed: float | None, error: str | None = None) -> dict[str, Any]:
-        return {
-            "source": "telegram",
-            "dedupe_key": key,
-            "payload": "{}",
-            "received_at": old,
-            "processed_at": processed,
-            "attempts": 0,
-            "next_attempt_at": 0.0,
-            "error": error,
-        }
+        return inbox_row(key, received=old, processed=processed, error=error)
 
     async with db.write() as s:
         await InboxRepository().add_many(
