@@ -177,7 +177,13 @@ async def _start(app: web.Application) -> None:
     c.http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=c.call_timeout))
     if c.slack_client is not None:
         c.slack_client.session = c.http
-    c.graph = GraphClient(s.fb_graph_url, s.fb_api_version, c.http, timeout=c.call_timeout)
+    c.graph = GraphClient(
+        s.fb_graph_url,
+        s.fb_api_version,
+        c.http,
+        timeout=c.call_timeout,
+        app_secret=s.fb_app_secret.get_secret_value() if s.fb_app_secret else None,
+    )
     c.service.graph = c.graph
     c.worker.register("facebook", c.service.handle_facebook_item)
     if s.telegram_bot_token is not None:

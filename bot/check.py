@@ -88,7 +88,12 @@ async def _facebook(
         r.bad("FB_APP_SECRET is not set: Facebook deliveries are refused (403)")
     if settings.fb_verify_token is None:
         r.bad("FB_VERIFY_TOKEN is not set: Facebook cannot verify the webhook URL")
-    graph = GraphClient(settings.fb_graph_url, settings.fb_api_version, http)
+    graph = GraphClient(
+        settings.fb_graph_url,
+        settings.fb_api_version,
+        http,
+        app_secret=settings.fb_app_secret.get_secret_value() if settings.fb_app_secret else None,
+    )
     if settings.fb_access_token is None:
         r.off("FB_ACCESS_TOKEN is not set: /connect cannot read page tokens")
     else:

@@ -95,3 +95,17 @@ class FacebookGateway(Protocol):
     async def reply_to_comment(self, comment_id: str, text: str, page_token: str) -> str: ...
 
     async def send_message(self, psid: str, text: str, page_token: str) -> str: ...
+
+    async def find_comment_reply(
+        self, comment_id: str, page_id: str, text: str, page_token: str
+    ) -> str | None:
+        """The page's reply with this text under the comment, if Facebook stored one: asked
+        after a timeout or 5xx, before the reply is posted again."""
+        ...
+
+    async def find_sent_message(
+        self, page_id: str, psid: str, text: str, page_token: str
+    ) -> str | None:
+        """The page's Messenger message with this text to the person, if Facebook stored
+        one: asked after a timeout or 5xx, before the message is sent again."""
+        ...

@@ -64,9 +64,7 @@ async def test_signed_real_capture_opens_a_topic_named_after_the_post(connected:
     assert comment == "Wong Tsun-Lok Frank: +1"
     # the post text was read once, with the page's own token
     reads = connected.graph.called("object")
-    assert [c.params["access_token"] for c in reads if c.params["path"].endswith("053074")] == [
-        "corprio-token"
-    ]
+    assert [c.token for c in reads if c.params["path"].endswith("053074")] == ["corprio-token"]
 
 
 async def test_a_delivery_with_several_entries_and_changes_handles_each(

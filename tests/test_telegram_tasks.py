@@ -216,7 +216,7 @@ async def test_connect_subscribes_stores_token_encrypted_and_reconnects(stage: S
     await connect(stage)
     [sub] = stage.graph.called("subscribed_apps")
     assert sub.params["subscribed_fields"] == "feed,messages"
-    assert sub.params["access_token"] == PAGE_TOKEN
+    assert (sub.token, sub.token_via) == (PAGE_TOKEN, "header")
     async with stage.c.db.read() as s:
         page = await s.get(Page, PAGE_ID)
     assert page is not None and PAGE_TOKEN not in page.token_encrypted

@@ -1,7 +1,8 @@
 """A fake platform API: a real aiohttp server on port 0 in the caller's event loop.
 
 It records every call (``called``, ``calls``) and can be told to answer the next calls to a
-method differently (``add_response``), for errors, throttling and outages.
+method differently (``add_response``), for errors, throttling and outages, and for the worst
+case of all: the platform did the work and still answered an error or nothing (``apply``).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import asyncio
 import contextlib
 import json
 from collections import defaultdict, deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +24,8 @@ class Call:
     params: dict[str, Any]
     headers: dict[str, str] = field(default_factory=dict)
     peer: int = 0  # the client's port: calls on one kept-alive connection share it
+    token: str | None = None  # the credential presented, where the fake reads one
+    token_via: str | None = None  # where it came: "header" (Authorization) or "param"
 
 
 @dataclass
@@ -31,6 +35,7 @@ class Scripted:
     headers: dict[str, str]
     delay: float = 0.0
     drop: bool = False
+    apply: bool = False
 
 
 def runner_port(runner: web.AppRunner) -> int:
@@ -75,11 +80,17 @@ class FakeServer:
         times: int = 1,
         delay: float = 0.0,
         drop: bool = False,
+        apply: bool = False,
     ) -> None:
         """Answer the next ``times`` calls to ``method`` with this instead of the model.
-        ``drop`` closes the connection without an answer; ``delay`` waits first."""
+        ``drop`` closes the connection without an answer; ``delay`` waits first.
+
+        ``apply``: the model handles the call first (the comment is created, the message
+        sent) and then this answer replaces the model's: "stored, yet answered 500", or with
+        ``delay`` past the client's timeout "stored, yet the client gave up". Only fakes that
+        pass their model to ``scripted`` support it."""
         for _ in range(times):
-            self._scripted[method].append(Scripted(status, body, headers or {}, delay, drop))
+            self._scripted[method].append(Scripted(status, body, headers or {}, delay, drop, apply))
 
     def clear_responses(self) -> None:
         """Back to the model's own answers (the outage is over)."""
@@ -88,11 +99,22 @@ class FakeServer:
     def called(self, method: str) -> list[Call]:
         return [c for c in self.calls if c.method == method]
 
-    async def scripted(self, request: web.Request, method: str) -> web.StreamResponse | None:
+    async def scripted(
+        self,
+        request: web.Request,
+        method: str,
+        model: Callable[[], Awaitable[web.StreamResponse]] | None = None,
+    ) -> web.StreamResponse | None:
+        """The scripted answer to this call, if one is queued; None lets the model answer.
+        With ``model`` given, an ``apply`` answer runs it first and discards its answer."""
         queue = self._scripted.get(method)
         if not queue:
             return None
         s = queue.popleft()
+        if s.apply:
+            if model is None:
+                raise RuntimeError(f"{type(self).__name__} cannot apply a scripted answer")
+            await model()
         if s.delay:
             await asyncio.sleep(s.delay)
         if s.drop:

@@ -1,10 +1,21 @@
 """A local Graph API: pages, posts, profiles, comments and Messenger sends, with real tokens
-checked and the error bodies Facebook returns."""
+checked and the error bodies Facebook returns.
+
+Tokens are accepted the two ways Graph accepts them (``Authorization: Bearer`` or the
+``access_token`` parameter; each call records which), and a fake given the app secret
+refuses calls without the right ``appsecret_proof``, as Graph does for an app with
+"Require App Secret" on. Comment replies and Messenger conversations can be read back, so
+a client can look for what it sent before sending it again.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import itertools
+import re
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
@@ -19,6 +30,31 @@ INVALID_TOKEN = {
         "fbtrace_id": "fake",
     }
 }
+NO_TOKEN = {
+    "error": {
+        "message": "An access token is required to request this resource.",
+        "type": "OAuthException",
+        "code": 104,
+        "fbtrace_id": "fake",
+    }
+}
+PROOF_REQUIRED = {
+    "error": {
+        "message": "API calls from the server require an appsecret_proof argument",
+        "type": "GraphMethodException",
+        "code": 100,
+        "fbtrace_id": "fake",
+    }
+}
+PROOF_INVALID = {
+    "error": {
+        "message": "Invalid appsecret_proof provided in the API argument",
+        "type": "GraphMethodException",
+        "code": 100,
+        "fbtrace_id": "fake",
+    }
+}
+_MESSAGES_FIELD = re.compile(r"messages(?:\.limit\((\d+)\))?(?:\{([^}]*)\})?")
 
 
 def missing_object(object_id: str) -> dict[str, Any]:
@@ -36,6 +72,25 @@ def missing_object(object_id: str) -> dict[str, Any]:
     }
 
 
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S+0000")
+
+
+def _ts(created_time: str) -> float:
+    return datetime.strptime(created_time, "%Y-%m-%dT%H:%M:%S%z").timestamp()
+
+
+def _credentials(request: web.Request, params: dict[str, Any]) -> tuple[str | None, str | None]:
+    """The token and where it came: Graph takes ``Authorization: Bearer`` (or ``OAuth``)
+    and the ``access_token`` parameter alike."""
+    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() in ("bearer", "oauth") and value.strip():
+        return value.strip(), "header"
+    if params.get("access_token"):
+        return str(params["access_token"]), "param"
+    return None, None
+
+
 @dataclass
 class FakePage:
     id: str
@@ -50,13 +105,22 @@ class PostedComment:
     parent_id: str
     message: str
     token: str
+    page_id: str = ""
+    created_time: str = ""
 
 
 class FakeGraph(FakeServer):
-    def __init__(self, user_token: str = "user-token", version: str = "v26.0") -> None:
+    def __init__(
+        self,
+        user_token: str = "user-token",
+        version: str = "v26.0",
+        *,
+        app_secret: str | None = None,
+    ) -> None:
         super().__init__()
         self.user_token = user_token
         self.version = version
+        self.app_secret = app_secret  # set: every call must carry a right appsecret_proof
         self.pages: dict[str, FakePage] = {}
         self.posts: dict[str, dict[str, Any]] = {}
         self.profiles: dict[str, dict[str, Any]] = {}
@@ -64,6 +128,8 @@ class FakeGraph(FakeServer):
         self.messages: list[dict[str, Any]] = []
         self.post_comments: dict[str, list[dict[str, Any]]] = {}
         self.deleted: set[str] = set()  # comment ids answering which gives 100/33
+        # (page id, psid) -> the conversation's messages, oldest first
+        self.conversations: dict[tuple[str, str], list[dict[str, Any]]] = {}
         self._ids = itertools.count(900_000_000_000_001)
         self.app.router.add_route("*", "/{version}/{path:.*}", self._handle)
 
@@ -107,25 +173,107 @@ class FakeGraph(FakeServer):
         if picture:
             self.profiles[user_id]["picture"] = {"data": {"url": picture}}
 
+    def add_conversation_message(
+        self, page_id: str, psid: str, text: str, *, from_page: bool = True
+    ) -> str:
+        """A Messenger message between the page and a person, as the Conversations API
+        lists it (whether or not it went through our Send API). Returns its id."""
+        mid = f"m_{next(self._ids)}"
+        self._converse(page_id, psid, mid, text, from_page=from_page)
+        return mid
+
+    def replies(self, comment_id: str) -> list[dict[str, Any]]:
+        """The comments under a comment, oldest first, as ``GET /{comment-id}/comments``
+        lists them: those the test added and those posted through the fake."""
+        items = [
+            item
+            for post_items in self.post_comments.values()
+            for item in post_items
+            if (item.get("parent") or {}).get("id") == comment_id
+        ]
+        for c in self.comments:
+            if c.parent_id != comment_id:
+                continue
+            page = self.pages.get(c.page_id)
+            items.append(
+                {
+                    "id": c.id,
+                    "from": {"id": c.page_id, "name": page.name if page else ""},
+                    "message": c.message,
+                    "created_time": c.created_time,
+                    "parent": {"id": comment_id},
+                }
+            )
+        return sorted(items, key=lambda item: _ts(item["created_time"]))  # stable on ties
+
+    def _converse(self, page_id: str, psid: str, mid: str, text: str, *, from_page: bool) -> None:
+        page = self.pages.get(page_id)
+        sender = (
+            {"id": page_id, "name": page.name if page else "", "email": f"{page_id}@facebook.com"}
+            if from_page
+            else {
+                "id": psid,
+                "name": str(self.profiles.get(psid, {}).get("name", "")),
+                "email": f"{psid}@facebook.com",
+            }
+        )
+        self.conversations.setdefault((page_id, psid), []).append(
+            {"id": mid, "message": text, "from": sender, "created_time": _now()}
+        )
+
     def _page_for_token(self, token: str) -> FakePage | None:
         return next((p for p in self.pages.values() if p.token == token), None)
+
+    def _refusal(self, token: str | None, params: dict[str, Any]) -> dict[str, Any] | None:
+        """What Graph says before it looks at the call: no token, or no right proof."""
+        if token is None:
+            return NO_TOKEN
+        if self.app_secret is None:
+            return None
+        proof = params.get("appsecret_proof")
+        if not proof:
+            return PROOF_REQUIRED
+        expected = hmac.new(self.app_secret.encode(), token.encode(), hashlib.sha256).hexdigest()
+        if not hmac.compare_digest(str(proof), expected):
+            return PROOF_INVALID
+        return None
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         path = request.match_info["path"].strip("/")
         params = await read_params(request)
         method = self._name(request.method, path)
+        token, via = _credentials(request, params)
         self.calls.append(
-            Call(method, {**params, "path": path}, dict(request.headers), peer_port(request))
+            Call(
+                method,
+                {**params, "path": path},
+                dict(request.headers),
+                peer_port(request),
+                token=token,
+                token_via=via,
+            )
         )
         if request.match_info["version"] != self.version:
             return web.json_response(
                 {"error": {"message": "Unknown version", "type": "OAuthException", "code": 2500}},
                 status=400,
             )
-        scripted = await self.scripted(request, method)
+        refusal = self._refusal(token, params)
+        if refusal is not None:
+            return web.json_response(refusal, status=400)
+        assert token is not None
+
+        async def model() -> web.StreamResponse:
+            return await self._model(request, method, path, params, token)
+
+        scripted = await self.scripted(request, method, model)
         if scripted is not None:
             return scripted
-        token = str(params.get("access_token", ""))
+        return await model()
+
+    async def _model(
+        self, request: web.Request, method: str, path: str, params: dict[str, Any], token: str
+    ) -> web.StreamResponse:
         if method == "accounts":
             if token != self.user_token:
                 return web.json_response(INVALID_TOKEN, status=400)
@@ -145,10 +293,12 @@ class FakeGraph(FakeServer):
         page = self._page_for_token(token)
         if page is None:
             return web.json_response(INVALID_TOKEN, status=400)
-        if method == "subscribed_apps":
+        if method in ("subscribed_apps", "conversations"):
             target = self.pages.get(path.split("/")[0])
             if target is None or target.token != token:
                 return web.json_response(missing_object(path.split("/")[0]), status=400)
+            if method == "conversations":
+                return web.json_response(self._conversations(target, params))
             if request.method == "POST":
                 target.subscribed_fields = str(params.get("subscribed_fields", "")).split(",")
                 return web.json_response({"success": True})
@@ -161,31 +311,36 @@ class FakeGraph(FakeServer):
                 return web.json_response(missing_object(parent), status=400)
             comment_id = f"{parent.split('_')[0]}_{next(self._ids)}"
             self.comments.append(
-                PostedComment(comment_id, parent, str(params.get("message", "")), token)
+                PostedComment(
+                    comment_id, parent, str(params.get("message", "")), token, page.id, _now()
+                )
             )
             return web.json_response({"id": comment_id})
         if method == "messages":
             mid = f"m_{next(self._ids)}"
             self.messages.append({**params, "message_id": mid})
-            return web.json_response(
-                {"recipient_id": params.get("recipient", {}).get("id"), "message_id": mid}
-            )
+            psid = str((params.get("recipient") or {}).get("id", ""))
+            text = str((params.get("message") or {}).get("text", ""))
+            self._converse(page.id, psid, mid, text, from_page=True)
+            return web.json_response({"recipient_id": psid, "message_id": mid})
         if method == "post_comments":
-            post_id = path.split("/")[0]
-            items = self.post_comments.get(post_id, [])
+            object_id = path.split("/")[0]
+            if object_id in self.deleted:
+                return web.json_response(missing_object(object_id), status=400)
+            if object_id in self.post_comments or object_id in self.posts:
+                items = self.post_comments.get(object_id, [])
+            else:
+                items = self.replies(object_id)
             since = int(params.get("since", 0) or 0)
-            from datetime import datetime
-
-            def ts(item: dict[str, Any]) -> float:
-                return datetime.strptime(item["created_time"], "%Y-%m-%dT%H:%M:%S%z").timestamp()
-
-            picked = [i for i in items if ts(i) >= since]
+            picked = [i for i in items if _ts(i["created_time"]) >= since]
+            if params.get("order") == "reverse_chronological":
+                picked.reverse()
             start = int(params.get("after", 0) or 0)
             page_items = picked[start : start + int(params.get("limit", 100))]
             nxt = start + len(page_items)
             paging: dict[str, Any] = {"cursors": {"before": str(start), "after": str(nxt)}}
             if nxt < len(picked):
-                paging["next"] = f"{self.url}/{self.version}/{post_id}/comments?after={nxt}"
+                paging["next"] = f"{self.url}/{self.version}/{object_id}/comments?after={nxt}"
             return web.json_response({"data": page_items, "paging": paging})
         if method == "object":
             if path in self.posts:
@@ -197,6 +352,26 @@ class FakeGraph(FakeServer):
             {"error": {"message": f"unknown path {path}", "code": 100}}, status=400
         )
 
+    def _conversations(self, page: FakePage, params: dict[str, Any]) -> dict[str, Any]:
+        """``GET /{page-id}/conversations``: one entry per person (``user_id`` picks one),
+        with ``messages`` newest first when the fields ask for them."""
+        wanted = _MESSAGES_FIELD.search(str(params.get("fields", "")))
+        user_id = params.get("user_id")
+        data: list[dict[str, Any]] = []
+        for (page_id, psid), messages in self.conversations.items():
+            if page_id != page.id or (user_id and psid != str(user_id)):
+                continue
+            entry: dict[str, Any] = {"id": f"t_{page_id}_{psid}"}
+            if wanted is not None:
+                limit = int(wanted.group(1) or 25)
+                keys = {k.strip() for k in (wanted.group(2) or "id").split(",")} | {"id"}
+                newest = list(reversed(messages))[:limit]
+                entry["messages"] = {
+                    "data": [{k: v for k, v in m.items() if k in keys} for m in newest]
+                }
+            data.append(entry)
+        return {"data": data}
+
     @staticmethod
     def _name(http_method: str, path: str) -> str:
         if path == "me/accounts":
@@ -207,6 +382,8 @@ class FakeGraph(FakeServer):
             return "me"
         if path.endswith("/subscribed_apps"):
             return "subscribed_apps"
+        if path.endswith("/conversations"):
+            return "conversations"
         if path.endswith("/comments") and http_method == "POST":
             return "comments"
         if path.endswith("/comments"):

@@ -40,7 +40,7 @@ class Stage:
         self.database_url = database_url
         self.call_timeout = call_timeout
         self.overrides = overrides
-        self.graph = FakeGraph(user_token=USER_TOKEN)
+        self.graph = FakeGraph(user_token=USER_TOKEN, app_secret=APP_SECRET)
         self.telegram = FakeTelegram(token=TG_TOKEN, **overrides.pop("telegram_options", {}))
         self.slack = FakeSlack(token=SLACK_TOKEN, **overrides.pop("slack_options", {}))
         self.app: web.Application | None = None

@@ -1,7 +1,14 @@
-"""Our Graph API client: one aiohttp session, errors mapped to what the outbox can act on."""
+"""Our Graph API client: one aiohttp session, errors mapped to what the outbox can act on.
+
+The token travels in the ``Authorization`` header, never in the URL (URLs end up in proxy
+and library logs), and with the app secret every call carries ``appsecret_proof``, so an
+app may turn on "Require App Secret": a token leaked without the secret is then useless.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import logging
 from datetime import UTC, datetime
@@ -36,6 +43,9 @@ class GraphError(DeliveryError):
         token_invalid = code == 190 or (code == 102)
         if code == 100 and subcode == 33:
             reason = f"the comment no longer exists or cannot be answered ({message})"
+        elif code == 100 and "appsecret_proof" in message:
+            # the app requires the proof and ours is missing or made with another secret
+            reason = f"Facebook refused the appsecret_proof: check FB_APP_SECRET ({message})"
         elif token_invalid:
             reason = f"the page token is no longer valid: reconnect the page ({message})"
         elif throttled:
@@ -80,13 +90,31 @@ def _parse_time(value: Any) -> datetime | None:
         return None
 
 
+def appsecret_proof(token: str, app_secret: str) -> str:
+    """What Graph checks when the app requires it: HMAC-SHA256 of the token, keyed with the
+    app secret, in hex."""
+    return hmac.new(app_secret.encode(), token.encode(), hashlib.sha256).hexdigest()
+
+
+def _same_text(a: Any, b: str) -> bool:
+    # Facebook trims what it stores; compare the way it will show it.
+    return isinstance(a, str) and a.strip() == b.strip()
+
+
 class GraphClient:
     def __init__(
-        self, base_url: str, version: str, session: aiohttp.ClientSession, *, timeout: float = 30
+        self,
+        base_url: str,
+        version: str,
+        session: aiohttp.ClientSession,
+        *,
+        timeout: float = 30,
+        app_secret: str | None = None,
     ) -> None:
         self._base = f"{base_url.rstrip('/')}/{version}"
         self._session = session
         self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._app_secret = app_secret
 
     async def _call(
         self,
@@ -98,15 +126,18 @@ class GraphClient:
         data: dict[str, str] | None = None,
         json_body: dict[str, Any] | None = None,
     ) -> Any:
-        query = {**(params or {}), "access_token": token}
+        query = dict(params or {})
+        if self._app_secret:
+            query["appsecret_proof"] = appsecret_proof(token, self._app_secret)
         url = f"{self._base}/{path.lstrip('/')}"
         try:
             async with self._session.request(
                 method,
                 url,
-                params=query if method == "GET" else {"access_token": token},
+                params=query,
                 data=data,
                 json=json_body,
+                headers={"Authorization": f"Bearer {token}"},
                 timeout=self._timeout,
             ) as resp:
                 text = await resp.text()
@@ -256,3 +287,71 @@ class GraphClient:
             },
         )
         return str(body.get("message_id", ""))
+
+    # --- looking before sending again ----------------------------------------------------
+    # After a timeout or a 5xx Facebook may well have stored the answer. These find it, so
+    # that a retry does not post it twice.
+
+    async def find_comment_reply(
+        self, comment_id: str, page_id: str, text: str, page_token: str
+    ) -> str | None:
+        """The id of the page's reply with this text under the comment, if Facebook has it.
+
+        One page of 100, newest first, is enough: the reply looked for was sent moments ago
+        (one retry's wait), so it is among the newest replies unless a hundred others came
+        under the same comment in between."""
+        body = await self._call(
+            "GET",
+            f"{comment_id}/comments",
+            page_token,
+            params={
+                "fields": "id,from,message,created_time",
+                "filter": "stream",
+                "order": "reverse_chronological",
+                "limit": "100",
+            },
+        )
+        for item in body.get("data") or []:
+            if not isinstance(item, dict) or not item.get("id"):
+                continue
+            sender = item.get("from")
+            if (
+                isinstance(sender, dict)
+                and str(sender.get("id")) == page_id
+                and _same_text(item.get("message"), text)
+            ):
+                return str(item["id"])
+        return None
+
+    async def find_sent_message(
+        self, page_id: str, psid: str, text: str, page_token: str
+    ) -> str | None:
+        """The id of a Messenger message with this text from the page to the person, if
+        Facebook has it. The conversation's newest 25 messages are read (newest first);
+        the one looked for was sent moments ago."""
+        body = await self._call(
+            "GET",
+            f"{page_id}/conversations",
+            page_token,
+            params={
+                "platform": "messenger",
+                "user_id": psid,
+                "fields": "messages.limit(25){id,message,from}",
+            },
+        )
+        for conversation in body.get("data") or []:
+            if not isinstance(conversation, dict):
+                continue
+            messages = conversation.get("messages")
+            items = messages.get("data") if isinstance(messages, dict) else None
+            for item in items or []:
+                if not isinstance(item, dict) or not item.get("id"):
+                    continue
+                sender = item.get("from")
+                if (
+                    isinstance(sender, dict)
+                    and str(sender.get("id")) == page_id
+                    and _same_text(item.get("message"), text)
+                ):
+                    return str(item["id"])
+        return None
