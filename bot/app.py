@@ -16,6 +16,7 @@ from aiohttp import web
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.async_app import AsyncApp
 from slack_sdk.web.async_client import AsyncWebClient
+from sqlalchemy import select
 
 from bot.config import ConfigError, Settings
 from bot.crypto import TokenBox
@@ -30,6 +31,7 @@ from bot.platforms.telegram import TelegramPlatform
 from bot.ports import ChatPlatform
 from bot.service import Service
 from bot.storage.db import Database
+from bot.storage.models import Page
 from bot.worker import InboxWorker
 
 log = logging.getLogger(__name__)
@@ -155,6 +157,30 @@ def create_app(
     return app
 
 
+async def reseal_page_tokens(db: Database, tokens: TokenBox) -> int:
+    """Seal every stored page token under the first SECRET_KEY, so that after one start the
+    keys behind it (and the pre-HKDF derivation) can be dropped. Returns how many changed."""
+    resealed = unreadable = 0
+    async with db.write() as session:
+        for page in await session.scalars(select(Page)):
+            if tokens.is_current(page.token_encrypted):
+                continue
+            try:
+                page.token_encrypted = tokens.rotate(page.token_encrypted)
+            except ValueError:
+                unreadable += 1  # reported where the token is used: /connect the page again
+                continue
+            resealed += 1
+    if resealed:
+        log.info("page tokens re-sealed under the first SECRET_KEY", extra={"count": resealed})
+    if unreadable:
+        log.warning(
+            "page tokens that no SECRET_KEY opens: connect those pages again",
+            extra={"count": unreadable},
+        )
+    return resealed
+
+
 async def _startup(app: web.Application) -> None:
     try:
         await _start(app)
@@ -172,6 +198,8 @@ async def _start(app: web.Application) -> None:
     async with c.db.read() as session:
         if c.service.tokens is None and await c.service.repo.pages.any_connected(session):
             raise ConfigError("SECRET_KEY: required once a page is connected")
+    if c.service.tokens is not None:
+        await reseal_page_tokens(c.db, c.service.tokens)
     # One session (one connection pool) for every Graph and Slack call. slack_sdk opens a
     # new session per call unless it is given one, and then applies no timeout of its own.
     c.http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=c.call_timeout))

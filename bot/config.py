@@ -8,6 +8,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from bot.crypto import parse_keys
+
 _TELEGRAM_TOKEN = re.compile(r"^\d+:[A-Za-z0-9_-]+$")
 _WEBHOOK_SECRET = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
 _API_VERSION = re.compile(r"^v\d+\.\d+$")
@@ -111,6 +113,13 @@ class Settings(BaseSettings):
     def _tg_secret(cls, v: SecretStr | None) -> SecretStr | None:
         if v is not None and not _WEBHOOK_SECRET.match(v.get_secret_value()):
             raise ValueError("must be 1-256 characters of A-Z, a-z, 0-9, _ and -")
+        return v
+
+    @field_validator("secret_key")
+    @classmethod
+    def _secret_keys(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None and not parse_keys(v.get_secret_value()):
+            raise ValueError("holds no key: one key, or several separated by commas")
         return v
 
     @field_validator("bot_admins")
