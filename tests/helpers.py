@@ -14,6 +14,11 @@ def plain(text: str) -> str:
     return html.unescape(re.sub(r"<[^>]+>", "", text))
 
 
+def shown(message: dict[str, Any]) -> str:
+    """What a person sees of a bot message: the fake keeps Telegram's parse of it."""
+    return str(message.get("visible", plain(message.get("text", ""))))
+
+
 def topics(st: Stage) -> dict[int, dict[str, Any]]:
     return st.telegram.chats[CHAT_ID].topics
 
@@ -29,12 +34,12 @@ def thread_texts(st: Stage, thread_id: int) -> list[str]:
     msgs = sorted(
         st.telegram.thread_messages(CHAT_ID, thread_id), key=lambda m: int(m["message_id"])
     )
-    return [plain(m["text"]) for m in msgs]
+    return [shown(m) for m in msgs]
 
 
 def message_id_of(st: Stage, thread_id: int, needle: str) -> int:
     for m in st.telegram.thread_messages(CHAT_ID, thread_id):
-        if needle in plain(m["text"]):
+        if needle in shown(m):
             return int(m["message_id"])
     raise AssertionError(f"no message with {needle!r}")
 
@@ -42,13 +47,13 @@ def message_id_of(st: Stage, thread_id: int, needle: str) -> int:
 def general_texts(st: Stage) -> list[str]:
     chat = st.telegram.chats[CHAT_ID]
     return [
-        plain(m["text"])
+        shown(m)
         for m in sorted(chat.messages.values(), key=lambda m: int(m["message_id"]))
         if m.get("from", {}).get("is_bot") and "message_thread_id" not in m and "text" in m
     ]
 
 
-DIGEST_HEAD = re.compile(r"^\d+ comments arrived together:$")
+DIGEST_HEAD = re.compile(r"^\d+ comments arrived together(?: \(\d+/\d+\))?:$")
 
 
 def relayed_lines(st: Stage, thread_id: int) -> list[str]:

@@ -2,6 +2,10 @@
 
 With ``enforce_limits`` it answers ``ratelimited`` with a ``Retry-After`` header when more
 than ``per_channel_per_sec`` messages go into one channel in a second, as Slack does.
+
+Messages are checked as Slack checks them: Block Kit limits (``invalid_blocks`` with the
+reasons in ``errors``), the top-level text at most 40,000 characters (``msg_too_long``).
+``delete_message`` does what a person deleting a message does.
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from bot.emulators.base import Call, FakeServer, peer_port, read_params
+from bot.emulators.slack_blocks import TEXT_MAX, block_errors
+from bot.platforms.text import utf16_len
 
 AUTH_TEST = {
     "ok": True,
@@ -43,6 +49,7 @@ class FakeSlack(FakeServer):
         self.channels: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
         self.reactions: dict[tuple[str, str], list[str]] = defaultdict(list)
         self.ephemeral: list[dict[str, Any]] = []
+        self.deleted: set[tuple[str, str]] = set()  # (channel, ts) a person deleted
         self.views: list[dict[str, Any]] = []
         self.joined: set[str] = set()
         self.enforce_limits = enforce_limits
@@ -109,6 +116,11 @@ class FakeSlack(FakeServer):
                 }
             ],
         }
+
+    def delete_message(self, channel: str, ts: str) -> None:
+        """A person deletes a message (a task's root: its thread is gone for the bot)."""
+        self.channels[channel].pop(ts, None)
+        self.deleted.add((channel, ts))
 
     def thread(self, channel: str, thread_ts: str) -> list[dict[str, Any]]:
         """The bot's replies in a thread, oldest first (the root excluded)."""
@@ -200,7 +212,30 @@ class FakeSlack(FakeServer):
         blocks = p.get("blocks") or []
         return json.loads(blocks) if isinstance(blocks, str) else list(blocks)
 
+    def _refusal(self, p: dict[str, Any]) -> dict[str, Any] | None:
+        """Slack's answer to a message it does not take, else None."""
+        if p.get("blocks") is not None:
+            errors = block_errors(self._blocks(p))
+            if errors:
+                return {
+                    "ok": False,
+                    "error": "invalid_blocks",
+                    "errors": errors,
+                    "response_metadata": {"messages": [f"[ERROR] {e}" for e in errors]},
+                }
+        elif not p.get("text"):
+            return {"ok": False, "error": "no_text"}
+        if utf16_len(str(p.get("text") or "")) > TEXT_MAX:
+            return {"ok": False, "error": "msg_too_long"}
+        thread = p.get("thread_ts")
+        if thread and (str(p["channel"]), str(thread)) in self.deleted:
+            return {"ok": False, "error": "thread_not_found"}
+        return None
+
     async def m_chat_postMessage(self, p: dict[str, Any]) -> dict[str, Any]:
+        refusal = self._refusal(p)
+        if refusal is not None:
+            return refusal
         channel = str(p["channel"])
         ts = self.new_ts()
         msg: dict[str, Any] = {
@@ -221,15 +256,23 @@ class FakeSlack(FakeServer):
         msg = self.channels[channel].get(ts)
         if msg is None:
             return {"ok": False, "error": "message_not_found"}
+        refusal = self._refusal({**p, "thread_ts": None})
+        if refusal is not None:
+            return refusal
         msg.update(text=p.get("text", msg.get("text")), blocks=self._blocks(p), edited=True)
         return {"ok": True, "channel": channel, "ts": ts, "text": msg["text"]}
 
     async def m_chat_postEphemeral(self, p: dict[str, Any]) -> dict[str, Any]:
+        refusal = self._refusal(p)
+        if refusal is not None:
+            return refusal
         self.ephemeral.append(p)
         return {"ok": True, "message_ts": self.new_ts()}
 
     async def m_reactions_add(self, p: dict[str, Any]) -> dict[str, Any]:
         key = (str(p["channel"]), str(p["timestamp"]))
+        if key in self.deleted:
+            return {"ok": False, "error": "message_not_found"}
         if p["name"] in self.reactions[key]:
             return {"ok": False, "error": "already_reacted"}
         self.reactions[key].append(str(p["name"]))

@@ -2,6 +2,13 @@
 
 With ``enforce_limits`` it answers 429 with ``retry_after`` the way Telegram does when a
 bot sends more than the group or global limits allow.
+
+Texts are checked as Telegram checks them: HTML markup parsed (``parse_mode=HTML``) or
+taken as it is, the visible text measured in UTF-16 units (4096 for a message, 1024 for
+a caption), an empty text refused. A stored bot message keeps what the bot sent in
+``text`` and what a person sees in ``visible`` (with ``entities``).
+
+``delete_topic`` does what a person deleting a forum topic does.
 """
 
 from __future__ import annotations
@@ -16,8 +23,45 @@ from typing import Any
 from aiohttp import web
 
 from bot.emulators.base import Call, FakeServer, read_params
+from bot.emulators.telegram_markup import MarkupError, parse_html
+from bot.platforms.text import utf16_len
 
 BOT_USER = {"id": 7530215388, "is_bot": True, "first_name": "Pagedesk", "username": "pagedesk_bot"}
+MESSAGE_MAX = 4096
+CAPTION_MAX = 1024
+TEXT_METHODS = {"sendMessage": "text", "editMessageText": "text"}
+CAPTION_METHODS = {
+    name: "caption"
+    for name in (
+        "sendPhoto",
+        "sendDocument",
+        "sendVideo",
+        "sendAnimation",
+        "sendAudio",
+        "sendVoice",
+        "editMessageCaption",
+    )
+}
+
+
+class BadRequest(LookupError):
+    """Answered as Telegram's 400 "Bad Request: <reason>"."""
+
+
+def visible_text(params: dict[str, Any], key: str) -> tuple[str, list[dict[str, Any]]]:
+    """What a person sees of ``params[key]`` and its entities, or BadRequest."""
+    raw = str(params.get(key) or "")
+    mode = str(params.get("parse_mode") or "")
+    if mode == "HTML":
+        try:
+            parsed = parse_html(raw)
+        except MarkupError as e:
+            raise BadRequest(f"can't parse entities: {e}") from None
+        return parsed.text, parsed.entities
+    if mode:
+        raise BadRequest(f"unsupported parse_mode {mode!r} (the fake speaks HTML only)")
+    entities = params.get("entities" if key == "text" else "caption_entities") or []
+    return raw, list(entities) if isinstance(entities, list) else []
 
 
 @dataclass
@@ -29,6 +73,7 @@ class FakeChat:
     topics: dict[int, dict[str, Any]] = field(default_factory=dict)
     messages: dict[int, dict[str, Any]] = field(default_factory=dict)
     reactions: dict[int, list[str]] = field(default_factory=dict)
+    deleted: set[int] = field(default_factory=set)  # message ids a person deleted
 
 
 class FakeTelegram(FakeServer):
@@ -110,6 +155,15 @@ class FakeTelegram(FakeServer):
         chat.messages[mid] = {**msg, "reply_to_message": None}
         return {"update_id": next(self._update_ids), "message": msg}
 
+    def delete_topic(self, chat_id: int, thread_id: int) -> None:
+        """A person deletes a forum topic: the topic and every message in it are gone."""
+        chat = self.chats[chat_id]
+        chat.topics.pop(thread_id, None)
+        for mid, msg in list(chat.messages.items()):
+            if mid == thread_id or msg.get("message_thread_id") == thread_id:
+                del chat.messages[mid]
+                chat.deleted.add(mid)
+
     def thread_messages(self, chat_id: int, thread_id: int) -> list[dict[str, Any]]:
         return [
             m
@@ -162,6 +216,7 @@ class FakeTelegram(FakeServer):
                     status=429,
                 )
         try:
+            self._check_text(method, params)
             result = await handler(params)
         except LookupError as e:
             return web.json_response(
@@ -169,6 +224,19 @@ class FakeTelegram(FakeServer):
                 status=400,
             )
         return web.json_response({"ok": True, "result": result})
+
+    @staticmethod
+    def _check_text(method: str, params: dict[str, Any]) -> None:
+        if method in TEXT_METHODS:
+            text, _ = visible_text(params, TEXT_METHODS[method])
+            if not text.strip():
+                raise BadRequest("message text is empty")
+            if utf16_len(text) > MESSAGE_MAX:
+                raise BadRequest("message is too long")
+        elif method in CAPTION_METHODS and params.get("caption"):
+            caption, _ = visible_text(params, CAPTION_METHODS[method])
+            if utf16_len(caption) > CAPTION_MAX:
+                raise BadRequest("message caption is too long")
 
     def _chat(self, params: dict[str, Any]) -> FakeChat:
         chat = self.chats.get(int(params["chat_id"]))
@@ -252,6 +320,7 @@ class FakeTelegram(FakeServer):
         thread = params.get("message_thread_id")
         if thread is not None and int(thread) not in chat.topics:
             raise LookupError("message thread not found")
+        visible, entities = visible_text(params, "text")
         mid = next(self._ids)
         msg: dict[str, Any] = {
             "message_id": mid,
@@ -259,6 +328,8 @@ class FakeTelegram(FakeServer):
             "chat": self.chat_json(chat),
             "date": int(time.time()),
             "text": params["text"],
+            "visible": visible,
+            "entities": entities,
         }
         if thread is not None:
             msg["message_thread_id"] = int(thread)
@@ -275,19 +346,28 @@ class FakeTelegram(FakeServer):
         if msg is None:
             raise LookupError("message to edit not found")
         msg["text"] = params["text"]
+        msg["visible"], msg["entities"] = visible_text(params, "text")
         msg["edit_date"] = int(time.time())
         return msg
 
+    def _topic(self, params: dict[str, Any]) -> dict[str, Any]:
+        topic = self._chat(params).topics.get(int(params["message_thread_id"]))
+        if topic is None:
+            raise BadRequest("TOPIC_ID_INVALID")
+        return topic
+
     async def m_closeForumTopic(self, params: dict[str, Any]) -> Any:
-        self._chat(params).topics[int(params["message_thread_id"])]["closed"] = True
+        self._topic(params)["closed"] = True
         return True
 
     async def m_reopenForumTopic(self, params: dict[str, Any]) -> Any:
-        self._chat(params).topics[int(params["message_thread_id"])]["closed"] = False
+        self._topic(params)["closed"] = False
         return True
 
     async def m_setMessageReaction(self, params: dict[str, Any]) -> Any:
         chat = self._chat(params)
+        if int(params["message_id"]) in chat.deleted:
+            raise BadRequest("message to react not found")
         emojis = [r.get("emoji", "") for r in params.get("reaction") or []]
         chat.reactions[int(params["message_id"])] = emojis
         return True
