@@ -1,16 +1,19 @@
-"""Telegram as a chat platform: a task is a forum topic of the connected supergroup."""
+"""Telegram as a chat platform: a task is a forum topic of the connected supergroup.
+
+What the messages say is built in ``bot.platforms.telegram_text``; every message goes
+out with link previews off (a customer's link must not unfold into a card in the chat).
+"""
 
 from __future__ import annotations
 
-import html
 import logging
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import TypeVar
 
 from aiogram import Bot
 from aiogram.exceptions import (
     TelegramAPIError,
-    TelegramBadRequest,
     TelegramNetworkError,
     TelegramRetryAfter,
     TelegramServerError,
@@ -18,22 +21,30 @@ from aiogram.exceptions import (
 from aiogram.types import (
     InlineKeyboardButton,
     InlineKeyboardMarkup,
+    LinkPreviewOptions,
+    Message,
     ReactionTypeEmoji,
     ReplyParameters,
 )
 
-from bot.errors import DeliveryError
+from bot.errors import DeliveryError, ThreadGone
+from bot.platforms.telegram_text import TITLE_MAX, inert, render_edit, render_post, render_root
+from bot.platforms.text import shorten
 from bot.ports import ChatPost, RootMessage, ThreadRef
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-MESSAGE_MAX = 4096
 DELIVERED_REACTION = "👍"
+NO_PREVIEW = LinkPreviewOptions(is_disabled=True)
+# what Telegram answers when a person deleted the topic the bot writes to or edits in
+THREAD_GONE = ("message thread not found", "TOPIC_ID_INVALID", "TOPIC_DELETED")
+ROOT_GONE = (*THREAD_GONE, "message to edit not found")
 
 
-async def call(action: str, fn: Callable[[], Awaitable[T]]) -> T:
-    """Run one Bot API call, turning aiogram's errors into what the outbox acts on."""
+async def call(action: str, fn: Callable[[], Awaitable[T]], *, gone: tuple[str, ...] = ()) -> T:
+    """Run one Bot API call, turning aiogram's errors into what the outbox acts on.
+    A refusal naming one of ``gone`` means the task's topic was deleted: ThreadGone."""
     try:
         return await fn()
     except TelegramRetryAfter as e:
@@ -45,51 +56,9 @@ async def call(action: str, fn: Callable[[], Awaitable[T]]) -> T:
             f"Telegram unavailable on {action}: {e.message}", retryable=True
         ) from None
     except TelegramAPIError as e:
+        if any(marker.lower() in e.message.lower() for marker in gone):
+            raise ThreadGone(f"Telegram: the topic is gone ({action}: {e.message})") from None
         raise DeliveryError(f"Telegram refused {action}: {e.message}", retryable=False) from None
-
-
-def _clip(text: str, limit: int = MESSAGE_MAX) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def _mention(assignee: str) -> str:
-    if assignee.lstrip("-").isdigit():
-        return f'<a href="tg://user?id={assignee}">{assignee}</a>'
-    name = assignee if assignee.startswith("@") else "@" + assignee
-    return html.escape(name)
-
-
-def render_root(root: RootMessage) -> str:
-    parts = [f"<b>{html.escape(root.title)}</b>"]
-    if root.description:
-        parts.append(html.escape(_clip(root.description, 2500)))
-    if root.assignees:
-        parts.append("Assignees: " + " ".join(_mention(a) for a in root.assignees))
-    if root.tags:
-        parts.append(" ".join("#" + html.escape(t) for t in root.tags))
-    parts.append(f"<blockquote>{html.escape(root.additional_data)}</blockquote>")
-    status = {"open": "🟢 open", "merged": "🔀 merged"}.get(root.status, "✅ closed")
-    parts.append(f"Status: {status} · task #{root.task_id}")
-    return _clip("\n\n".join(parts))
-
-
-def render_post(post: ChatPost) -> str:
-    if post.kind == "digest":
-        head = f"<i>{len(post.items)} comments arrived together:</i>"
-        return _clip("\n".join([head, *(render_post(i) for i in post.items)]))
-    if post.kind == "notice":
-        return html.escape(_clip(post.text))
-    who = html.escape(post.author or "Someone")
-    if post.kind == "page":
-        who += " (Page)"
-    text = html.escape(post.text)
-    if post.fb_status == "removed":
-        return _clip(f"<b>{who}</b>: <s>{text}</s>\n<i>removed on Facebook</i>")
-    if post.fb_status == "hidden":
-        return _clip(f"<b>{who}</b>: {text}\n<i>hidden on Facebook</i>")
-    label = " (edited)" if post.fb_status == "edited" else ""
-    arrow = "↪ " if post.is_reply else ""
-    return _clip(f"{arrow}<b>{who}</b>{label}: {text}")
 
 
 class TelegramPlatform:
@@ -105,27 +74,63 @@ class TelegramPlatform:
         )
         return str(topic.message_thread_id)
 
+    async def _send(
+        self,
+        chat_id: str,
+        thread_id: str | None,
+        text: str,
+        *,
+        reply_to: int | None = None,
+        markup: InlineKeyboardMarkup | None = None,
+    ) -> Message:
+        return await call(
+            "sendMessage",
+            partial(
+                self.bot.send_message,
+                chat_id=int(chat_id),
+                message_thread_id=int(thread_id) if thread_id else None,
+                text=text,
+                parse_mode="HTML",
+                link_preview_options=NO_PREVIEW,
+                reply_parameters=(
+                    ReplyParameters(message_id=reply_to, allow_sending_without_reply=True)
+                    if reply_to
+                    else None
+                ),
+                reply_markup=markup,
+            ),
+            gone=THREAD_GONE if thread_id else (),
+        )
+
+    async def _edit(
+        self, chat_id: str, message_id: str, text: str, *, gone: tuple[str, ...] = ()
+    ) -> None:
+        try:
+            await call(
+                "editMessageText",
+                lambda: self.bot.edit_message_text(
+                    chat_id=int(chat_id),
+                    message_id=int(message_id),
+                    text=text,
+                    parse_mode="HTML",
+                    link_preview_options=NO_PREVIEW,
+                ),
+                gone=gone,
+            )
+        except DeliveryError as e:
+            if "not modified" not in e.reason:
+                raise
+
     async def post_root(self, chat_id: str, thread_id: str | None, root: RootMessage) -> ThreadRef:
         assert thread_id is not None
-        msg = await call(
-            "sendMessage",
-            lambda: self.bot.send_message(
-                chat_id=int(chat_id),
-                message_thread_id=int(thread_id),
-                text=render_root(root),
-                parse_mode="HTML",
-            ),
-        )
+        msg = await self._send(chat_id, thread_id, render_root(root))
         return ThreadRef(thread_id, str(msg.message_id))
 
     async def post(
         self, chat_id: str, thread_id: str, post: ChatPost, reply_to: str | None = None
     ) -> str:
-        params = (
-            ReplyParameters(message_id=int(reply_to), allow_sending_without_reply=True)
-            if reply_to
-            else None
-        )
+        """Shows the post whole: a text longer than one message goes out in parts, each
+        later part replying to the first, whose id stands for the post."""
         markup = (
             InlineKeyboardMarkup(
                 inline_keyboard=[
@@ -136,70 +141,39 @@ class TelegramPlatform:
             if post.choices
             else None
         )
-        msg = await call(
-            "sendMessage",
-            lambda: self.bot.send_message(
-                chat_id=int(chat_id),
-                message_thread_id=int(thread_id) if thread_id else None,
-                text=render_post(post),
-                parse_mode="HTML",
-                reply_parameters=params,
-                reply_markup=markup,
-            ),
-        )
-        return str(msg.message_id)
+        first: int | None = None
+        for text in render_post(post):
+            if first is None:
+                msg = await self._send(
+                    chat_id,
+                    thread_id,
+                    text,
+                    reply_to=int(reply_to) if reply_to else None,
+                    markup=markup,
+                )
+                first = msg.message_id
+            else:
+                await self._send(chat_id, thread_id, text, reply_to=first)
+        assert first is not None
+        return str(first)
 
     async def edit(self, chat_id: str, thread_id: str, message_id: str, post: ChatPost) -> None:
-        try:
-            await call(
-                "editMessageText",
-                lambda: self.bot.edit_message_text(
-                    chat_id=int(chat_id),
-                    message_id=int(message_id),
-                    text=render_post(post),
-                    parse_mode="HTML",
-                ),
-            )
-        except DeliveryError as e:
-            if "not modified" not in e.reason:
-                raise
+        await self._edit(chat_id, message_id, render_edit(post))
 
     async def set_thread_state(self, chat_id: str, thread: ThreadRef, root: RootMessage) -> None:
-        try:
-            if root.status != "open":
-                await self.bot.close_forum_topic(
-                    chat_id=int(chat_id), message_thread_id=int(thread.thread_id)
-                )
-            else:
-                await self.bot.reopen_forum_topic(
-                    chat_id=int(chat_id), message_thread_id=int(thread.thread_id)
-                )
-        except TelegramBadRequest as e:
-            # TOPIC_NOT_MODIFIED: a staff member closed or reopened it by hand already
-            if "NOT_MODIFIED" not in e.message.upper():
-                await call("closeForumTopic", self._raise(e))
-        except TelegramAPIError as e:
-            await call("closeForumTopic", self._raise(e))
+        is_open = root.status == "open"
+        toggle = self.bot.reopen_forum_topic if is_open else self.bot.close_forum_topic
         try:
             await call(
-                "editMessageText",
-                lambda: self.bot.edit_message_text(
-                    chat_id=int(chat_id),
-                    message_id=int(thread.root_message_id),
-                    text=render_root(root),
-                    parse_mode="HTML",
-                ),
+                "reopenForumTopic" if is_open else "closeForumTopic",
+                partial(toggle, chat_id=int(chat_id), message_thread_id=int(thread.thread_id)),
+                gone=THREAD_GONE,
             )
         except DeliveryError as e:
-            if "not modified" not in e.reason:
+            # TOPIC_NOT_MODIFIED: a staff member closed or reopened it by hand already
+            if "NOT_MODIFIED" not in e.reason.upper():
                 raise
-
-    @staticmethod
-    def _raise(e: Exception) -> Callable[[], Awaitable[None]]:
-        async def again() -> None:
-            raise e
-
-        return again
+        await self._edit(chat_id, thread.root_message_id, render_root(root), gone=ROOT_GONE)
 
     async def mark_delivered(self, chat_id: str, thread_id: str, message_id: str) -> None:
         try:
@@ -232,8 +206,11 @@ class TelegramPlatform:
             return False  # a @username cannot be messaged directly; the mention notifies
         url = self.thread_link(chat_id, thread)
         link = f"\n{url}" if url else ""
+        text = f"New task for you: {shorten(inert(title), TITLE_MAX)}{link}"
         try:
-            await self.bot.send_message(chat_id=int(user), text=f"New task for you: {title}{link}")
+            await self.bot.send_message(
+                chat_id=int(user), text=text, link_preview_options=NO_PREVIEW
+            )
         except TelegramAPIError:
             return False  # the user never started a chat with the bot
         return True
