@@ -1,18 +1,27 @@
-"""Slack as a chat platform: a task is a channel message (Block Kit) and its thread."""
+"""Slack as a chat platform: a task is a channel message (Block Kit) and its thread.
+
+What the messages say is built in ``bot.platforms.slack_text``; here are the calls, and
+``slack_to_plain``, which turns a staff member's Slack markup into what Facebook shows.
+"""
 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from functools import partial
+from typing import TypeVar
 
 import aiohttp
 from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
-from bot.errors import DeliveryError
+from bot.errors import DeliveryError, ThreadGone
+from bot.platforms.slack_text import escape, post_messages, post_text, root_blocks, root_text
 from bot.ports import ChatPost, RootMessage, ThreadRef
+
+__all__ = ["SlackPlatform", "escape", "slack_to_plain", "unescape"]
 
 log = logging.getLogger(__name__)
 
@@ -21,16 +30,23 @@ DELIVERED_REACTION = "white_check_mark"
 RETRYABLE_ERRORS = frozenset(
     {"ratelimited", "internal_error", "fatal_error", "service_unavailable", "request_timeout"}
 )
-TEXT_MAX = 2900  # a section's text is limited to 3000 characters
 
 
-async def call(action: str, fn: Callable[[], Awaitable[AsyncSlackResponse]]) -> AsyncSlackResponse:
-    """Run one Web API call, turning slack_sdk's errors into what the outbox acts on."""
+async def call(
+    action: str,
+    fn: Callable[[], Awaitable[AsyncSlackResponse]],
+    *,
+    gone: tuple[str, ...] = (),
+) -> AsyncSlackResponse:
+    """Run one Web API call, turning slack_sdk's errors into what the outbox acts on.
+    An error named in ``gone`` means the task's thread was deleted: ThreadGone."""
     try:
         return await fn()
     except SlackApiError as e:
         status = e.response.status_code
         error = str(e.response.get("error", "unknown_error"))
+        if error in gone:
+            raise ThreadGone(f"Slack: the thread is gone ({action}: {error})") from None
         retry_after = e.response.headers.get("Retry-After") if e.response.headers else None
         retryable = status == 429 or status >= 500 or error in RETRYABLE_ERRORS
         raise DeliveryError(
@@ -44,165 +60,46 @@ async def call(action: str, fn: Callable[[], Awaitable[AsyncSlackResponse]]) -> 
         ) from None
 
 
-def escape(text: str) -> str:
-    """Slack's three control characters; everything else is literal."""
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
 def unescape(text: str) -> str:
     return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
 
 
-def _clip(text: str, limit: int = TEXT_MAX) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+# --- staff markup to plain text -------------------------------------------------------
+
+SPECIAL = re.compile(r"<([^<>]*)>")
+SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*:(?://)?")
 
 
-def mention(assignee: str) -> str:
-    a = assignee.lstrip("@")
-    if a[:1] in ("U", "W") and a[1:].isalnum() and a.upper() == a:
-        return f"<@{a}>"
-    return escape(assignee)
+def _link(target: str, label: str) -> str:
+    target = target.removeprefix("mailto:")
+    if not label or label == target:
+        return target
+    # Slack makes <http://example.com|example.com> when a person types example.com
+    if label == SCHEME.sub("", target, count=1):
+        return label
+    return f"{label} ({target})"
 
 
-def root_blocks(root: RootMessage) -> list[dict[str, Any]]:
-    blocks: list[dict[str, Any]] = [
-        {"type": "header", "text": {"type": "plain_text", "text": _clip(root.title, 150)}}
-    ]
-    if root.description:
-        blocks.append(
-            {"type": "section", "text": {"type": "mrkdwn", "text": _clip(escape(root.description))}}
-        )
-    if root.assignees:
-        people = " ".join(mention(a) for a in root.assignees)
-        blocks.append(
-            {"type": "section", "text": {"type": "mrkdwn", "text": f"Assignees: {people}"}}
-        )
-    if root.tags:
-        tags = " ".join("#" + escape(t) for t in root.tags)
-        blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": tags}]})
-    quoted = "\n".join("> " + escape(line) for line in root.additional_data.splitlines())
-    blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": _clip(quoted)}]})
-    status = {
-        "open": ":large_green_circle: open",
-        "merged": ":twisted_rightwards_arrows: merged",
-    }.get(root.status, ":white_check_mark: closed")
-    blocks.append(
-        {
-            "type": "context",
-            "elements": [{"type": "mrkdwn", "text": f"Status: *{status}* · task #{root.task_id}"}],
-        }
-    )
-    if root.status == "merged":
-        return blocks  # work goes on in the surviving task
-    toggle = (
-        {"text": "Close", "action_id": "task_close", "style": "danger"}
-        if root.status == "open"
-        else {"text": "Reopen", "action_id": "task_reopen", "style": "primary"}
-    )
-    blocks.append(
-        {
-            "type": "actions",
-            "block_id": f"task:{root.task_id}",
-            "elements": [
-                {
-                    "type": "button",
-                    "text": {"type": "plain_text", "text": toggle["text"]},
-                    "action_id": toggle["action_id"],
-                    "style": toggle["style"],
-                    "value": str(root.task_id),
-                },
-                {
-                    "type": "button",
-                    "text": {"type": "plain_text", "text": "Quick reply"},
-                    "action_id": "task_quick",
-                    "value": str(root.task_id),
-                },
-            ],
-        }
-    )
-    return blocks
+def slack_to_plain(text: str, user_name: Callable[[str], str | None]) -> str:
+    """A staff message as a person reads it in Slack, for Facebook: links, mentions and
+    channel names as their visible text, Slack's escapes undone. ``user_name`` gives a
+    user id's display name (None when unknown: the mention's label, else the id, is used)."""
 
+    def visible(m: re.Match[str]) -> str:
+        inner = m.group(1)
+        target, _, label = inner.partition("|")
+        if target.startswith("@"):
+            uid = target[1:]
+            return "@" + (user_name(uid) or label.lstrip("@") or uid)
+        if target.startswith("#"):
+            return "#" + (label or target[1:])
+        if target.startswith("!date^"):
+            return label  # the fallback text Slack shows where it cannot format the date
+        if target.startswith("!"):  # !here, !channel, !everyone, !subteam^S…|@team
+            return "@" + (label.lstrip("@") or target[1:].removeprefix("subteam^"))
+        return _link(target, label)
 
-def root_text(root: RootMessage) -> str:
-    """The notification and fallback text of the root."""
-    return f"{root.title} (task #{root.task_id}, {root.status})"
-
-
-def post_text(post: ChatPost) -> str:
-    if post.kind == "digest":
-        head = f"_{len(post.items)} comments arrived together:_"
-        return _clip("\n".join([head, *(post_text(i) for i in post.items)]))
-    if post.kind == "notice":
-        return post.text
-    who = (post.author or "Someone") + (" (Page)" if post.kind == "page" else "")
-    if post.fb_status == "removed":
-        return f"*{escape(who)}*: ~{escape(post.text)}~\n_removed on Facebook_"
-    if post.fb_status == "hidden":
-        return f"*{escape(who)}*: {escape(post.text)}\n_hidden on Facebook_"
-    label = " (edited)" if post.fb_status == "edited" else ""
-    arrow = "↪ " if post.is_reply else ""
-    return f"{arrow}*{escape(who)}*{label}: {escape(post.text)}"
-
-
-def post_blocks(post: ChatPost) -> list[dict[str, Any]] | None:
-    if post.kind == "digest":
-        return [{"type": "section", "text": {"type": "mrkdwn", "text": post_text(post)}}]
-    if post.kind == "notice" and post.choices:
-        options = [
-            {"text": {"type": "plain_text", "text": _clip(label, 75)}, "value": value}
-            for label, value in post.choices[:100]
-        ]
-        return [
-            {"type": "section", "text": {"type": "mrkdwn", "text": escape(post.text)}},
-            {
-                "type": "actions",
-                "elements": [
-                    {
-                        "type": "static_select",
-                        "action_id": "quick_pick",
-                        "placeholder": {"type": "plain_text", "text": "Quick reply"},
-                        "options": options,
-                    }
-                ],
-            },
-        ]
-    if post.kind == "notice":
-        return None
-    who = escape(post.author or "Someone") + (" (Page)" if post.kind == "page" else "")
-    label = {
-        "edited": " · edited",
-        "hidden": " · hidden on Facebook",
-        "removed": " · removed on Facebook",
-    }
-    header: list[dict[str, Any]] = []
-    if post.picture_url:
-        header.append({"type": "image", "image_url": post.picture_url, "alt_text": post.author})
-    prefix = "↪ " if post.is_reply else ""
-    header.append(
-        {"type": "mrkdwn", "text": f"{prefix}*{who}*{label.get(post.fb_status or '', '')}"}
-    )
-    body = escape(post.text) or "_(no text)_"
-    if post.fb_status == "removed":
-        body = f"~{body}~"
-    blocks: list[dict[str, Any]] = [
-        {"type": "context", "elements": header},
-        {"type": "section", "text": {"type": "mrkdwn", "text": _clip(body)}},
-    ]
-    if post.kind == "customer" and post.message_id is not None and post.fb_status != "removed":
-        blocks.append(
-            {
-                "type": "actions",
-                "elements": [
-                    {
-                        "type": "button",
-                        "text": {"type": "plain_text", "text": "Reply"},
-                        "action_id": "comment_reply",
-                        "value": str(post.message_id),
-                    }
-                ],
-            }
-        )
-    return blocks
+    return unescape(SPECIAL.sub(visible, text))
 
 
 class SlackPlatform:
@@ -218,7 +115,11 @@ class SlackPlatform:
         resp = await call(
             "chat.postMessage",
             lambda: self.client.chat_postMessage(
-                channel=chat_id, text=root_text(root), blocks=root_blocks(root), unfurl_links=False
+                channel=chat_id,
+                text=root_text(root),
+                blocks=root_blocks(root),
+                unfurl_links=False,
+                unfurl_media=False,
             ),
         )
         ts = str(resp["ts"])
@@ -227,6 +128,9 @@ class SlackPlatform:
     async def post(
         self, chat_id: str, thread_id: str, post: ChatPost, reply_to: str | None = None
     ) -> str:
+        """Posts the post (in several messages if its blocks need it) and returns the ts of
+        the first, which stands for all of them."""
+        gone = ("thread_not_found",) if thread_id else ()
         if post.only_for:
             resp = await call(
                 "chat.postEphemeral",
@@ -236,25 +140,35 @@ class SlackPlatform:
                     text=post_text(post),
                     thread_ts=thread_id or None,
                 ),
+                gone=gone,
             )
             return str(resp.get("message_ts", ""))
-        resp = await call(
-            "chat.postMessage",
-            lambda: self.client.chat_postMessage(
-                channel=chat_id,
-                thread_ts=thread_id or None,
-                text=post_text(post),
-                blocks=post_blocks(post),
-                unfurl_links=False,
-            ),
-        )
-        return str(resp["ts"])
+        first = ""
+        for text, blocks in post_messages(post):
+            resp = await call(
+                "chat.postMessage",
+                partial(
+                    self.client.chat_postMessage,
+                    channel=chat_id,
+                    thread_ts=thread_id or None,
+                    text=text,
+                    blocks=blocks,
+                    unfurl_links=False,
+                    unfurl_media=False,
+                ),
+                gone=gone,
+            )
+            first = first or str(resp["ts"])
+        return first
 
     async def edit(self, chat_id: str, thread_id: str, message_id: str, post: ChatPost) -> None:
+        # a post that took several messages is edited in its first; one that needs more
+        # than 50 blocks now keeps the first 50 (only an edit can make a comment grow)
+        text, blocks = post_messages(post)[0]
         await call(
             "chat.update",
             lambda: self.client.chat_update(
-                channel=chat_id, ts=message_id, text=post_text(post), blocks=post_blocks(post)
+                channel=chat_id, ts=message_id, text=text, blocks=blocks
             ),
         )
 
@@ -267,6 +181,7 @@ class SlackPlatform:
                 text=root_text(root),
                 blocks=root_blocks(root),
             ),
+            gone=("message_not_found",),
         )
 
     async def mark_delivered(self, chat_id: str, thread_id: str, message_id: str) -> None:
@@ -292,7 +207,10 @@ class SlackPlatform:
                 channel=chat_id, message_ts=thread.root_message_id
             )
             await self.client.chat_postMessage(
-                channel=who, text=f"New task for you: {title}\n{link.get('permalink', '')}"
+                channel=who,
+                text=f"New task for you: {escape(title)}\n{link.get('permalink', '')}",
+                unfurl_links=False,
+                unfurl_media=False,
             )
         except (SlackApiError, SlackClientError, aiohttp.ClientError) as e:
             log.info("assignee not notified directly", extra={"error": type(e).__name__})
