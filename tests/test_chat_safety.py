@@ -114,6 +114,16 @@ async def test_fake_telegram_refuses_what_telegram_refuses(
         await connected.c.bot.send_message(chat_id=CHAT_ID, text=text, parse_mode="HTML")
 
 
+async def test_topic_names_fit_telegram(connected: Stage) -> None:
+    assert connected.c.bot is not None
+    with pytest.raises(TelegramBadRequest, match="TOPIC_NAME_INVALID"):
+        await connected.c.bot.create_forum_topic(chat_id=CHAT_ID, name="😀" * 65)
+    topic = await telegram_platform(connected).create_thread(str(CHAT_ID), "😀" * 100)
+    assert topic is not None
+    name = connected.telegram.chats[CHAT_ID].topics[int(topic)]["name"]
+    assert name.endswith("…") and utf16_len(name) <= 128
+
+
 async def test_fake_telegram_measures_visible_utf16_text(connected: Stage) -> None:
     bot = connected.c.bot
     assert bot is not None

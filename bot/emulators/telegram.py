@@ -29,6 +29,7 @@ from bot.platforms.text import utf16_len
 BOT_USER = {"id": 7530215388, "is_bot": True, "first_name": "Pagedesk", "username": "pagedesk_bot"}
 MESSAGE_MAX = 4096
 CAPTION_MAX = 1024
+TOPIC_NAME_MAX = 128
 TEXT_METHODS = {"sendMessage": "text", "editMessageText": "text"}
 CAPTION_METHODS = {
     name: "caption"
@@ -287,6 +288,8 @@ class FakeTelegram(FakeServer):
         chat = self._chat(params)
         if not chat.is_forum:
             raise LookupError("the chat is not a forum")
+        if not 1 <= utf16_len(str(params.get("name") or "")) <= TOPIC_NAME_MAX:
+            raise BadRequest("TOPIC_NAME_INVALID")
         tid = next(self._ids)
         topic = {
             "message_thread_id": tid,

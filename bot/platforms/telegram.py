@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 DELIVERED_REACTION = "👍"
 NO_PREVIEW = LinkPreviewOptions(is_disabled=True)
+TOPIC_NAME_MAX = 128  # UTF-16 units, like a message
 # what Telegram answers when a person deleted the topic the bot writes to or edits in
 THREAD_GONE = ("message thread not found", "TOPIC_ID_INVALID", "TOPIC_DELETED")
 ROOT_GONE = (*THREAD_GONE, "message to edit not found")
@@ -70,7 +71,9 @@ class TelegramPlatform:
     async def create_thread(self, chat_id: str, title: str) -> str | None:
         topic = await call(
             "createForumTopic",
-            lambda: self.bot.create_forum_topic(chat_id=int(chat_id), name=title),
+            lambda: self.bot.create_forum_topic(
+                chat_id=int(chat_id), name=shorten(title, TOPIC_NAME_MAX) or "Task"
+            ),
         )
         return str(topic.message_thread_id)
 
