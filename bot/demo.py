@@ -9,13 +9,13 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from bot.emulators.stage import Stage, comment_delivery
+from bot.emulators.stage import OPERATOR_TELEGRAM_ID, Stage, comment_delivery
 
 PAGE_ID = "137542570280111"
 PAGE_TOKEN = "demo-page-token"
 POST_ID = f"{PAGE_ID}_139560936755999"
 CHAT_ID = -1002271335705
-ADMIN_ID = 1998627310
+ADMIN_ID = OPERATOR_TELEGRAM_ID
 ADMIN = {"id": ADMIN_ID, "is_bot": False, "first_name": "Sal", "username": "sal_support"}
 AGENT = {"id": 1998627311, "is_bot": False, "first_name": "Ines"}
 BAKERY_ID = "206070979425408"

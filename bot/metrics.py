@@ -36,6 +36,19 @@ class Metrics:
             "pagedesk_outbox_failed", "Outbox jobs failed for good", ["kind"], registry=r
         )
 
+        self.chat_failures = Counter(
+            "pagedesk_chat_failures",
+            "Chat-side jobs failed for good, by platform and kind of reason",
+            ["platform", "reason"],
+            registry=r,
+        )
+        self.threads_recreated = Counter(
+            "pagedesk_threads_recreated",
+            "Task threads made anew because a person deleted them",
+            ["platform"],
+            registry=r,
+        )
+
     def render(self) -> bytes:
         data: bytes = generate_latest(self.registry)
         return data

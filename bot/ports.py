@@ -20,6 +20,7 @@ class RootMessage:
     additional_data: str
     status: str  # "open" | "closed"
     tags: tuple[str, ...] = ()
+    post_url: str | None = None  # where a shortened description links to
 
 
 @dataclass(frozen=True)

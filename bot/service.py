@@ -28,7 +28,7 @@ from bot.domain import (
     PostInfo,
     PostRemovedEvent,
 )
-from bot.errors import DeliveryError
+from bot.errors import DeliveryError, ThreadGone, failure_kind
 from bot.fb.webhook import MalformedDelivery, parse_delivery
 from bot.metrics import Metrics
 from bot.ports import ChatPlatform, ChatPost, FacebookGateway, RootMessage, ThreadRef
@@ -69,6 +69,9 @@ class Pace:
 COALESCE_AT = 3
 COALESCE_MAX = 25
 DIGEST_CHARS = 3000  # below Telegram's 4096 and Slack's 3000-character section
+
+
+NOT_HERE = "the Page is no longer connected to this chat"
 
 
 class ServiceError(Exception):
@@ -122,8 +125,10 @@ class Service:
         thread_id: str | None = None,
         reply_to: str | None = None,
         only_for: str | None = None,
+        report: int = 0,
     ) -> None:
-        """A message from the bot to the staff chat (command answers, failures)."""
+        """A message from the bot to the staff chat (command answers, failures). ``report``:
+        it tells of a failure (1), or of a report's own failure (2, never reported again)."""
         self.enqueue(
             s,
             f"notice:{platform}:{chat_id}:{thread_id or ''}",
@@ -136,6 +141,7 @@ class Service:
                 "text": text,
                 "only_for": only_for,
                 "pace": Pace.chat(platform, chat_id),
+                **({"report": report} if report else {}),
             },
         )
 
@@ -550,6 +556,7 @@ class Service:
                     explicit_target=message_view(explicit) if explicit else None,
                     latest_customer=message_view(latest) if latest else None,
                     command_prefixes=command_prefixes,
+                    page_here=await self._page_here(s, task),
                 )
                 match decision:
                     case routing.Internal(note):
@@ -624,6 +631,9 @@ class Service:
             assert task is not None
             if not text.strip():
                 return
+            if not await self._page_here(s, task):
+                self._chat_job(s, task, "notice_in_task", text=f"Not sent: {NOT_HERE}")
+                return
             msg = await self._queue_answer(
                 s, task, message_view(target), text.strip(), user_id, None
             )
@@ -669,6 +679,8 @@ class Service:
                     return "This task is already open."
                 if task.merged_into_id is not None:
                     return f"This task was merged into #{task.merged_into_id}: work there."
+                if not await self._page_here(s, task):
+                    return f"Not reopened: {NOT_HERE}."
                 if task.post_id is not None:
                     newer = await self.repo.tasks.open_for_post(s, task.page_id, task.post_id)
                     if newer is not None:
@@ -685,13 +697,23 @@ class Service:
         return "Task reopened."
 
     async def connect(
-        self, ref: str, *, user_token: str | None, platform: str, chat_id: str, by_user: str
+        self,
+        ref: str,
+        *,
+        user_token: str | None,
+        platform: str,
+        chat_id: str,
+        actor: routing.Actor,
+        chat_label: str,
     ) -> str:
         """The /connect flow, the same in every chat: find the page among those the
         operator's token manages, subscribe the app to it, store its token encrypted.
-        Returns what to tell the admin."""
-        if not ref:
-            return "Usage: /connect <page id or name>"
+        Who may: ``routing.may_bind_page``; a refusal names no Page and makes no Graph call.
+        Returns what to tell the person."""
+        async with self.db.read() as s:
+            here = await self.repo.pages.find(s, platform, chat_id, ref) if ref else None
+        if not routing.may_bind_page(actor, connected_here=here is not None):
+            return routing.binding_refusal(actor)
         if user_token is None or self.graph is None:
             return "FB_ACCESS_TOKEN is not set on the server: ask its operator."
         if self.tokens is None:
@@ -701,15 +723,22 @@ class Service:
             accounts = await graph.accounts(user_token)
         except DeliveryError as e:
             return f"Facebook refused to list the pages: {e.reason}"
+        if not ref:
+            known = ", ".join(f"{a.name} ({a.id})" for a in accounts) or "none"
+            return f"Usage: /connect <page id or name>. Pages the token manages: {known}."
         found = [
             a for a in accounts if ref in (a.id, a.name) or a.name.casefold() == ref.casefold()
         ]
         if not found:
+            if not actor.is_operator:
+                return f"Facebook no longer lists {ref!r} among the token's pages."
             known = ", ".join(f"{a.name} ({a.id})" for a in accounts) or "none"
             return f"No page {ref!r} among the pages the token manages: {known}."
         if len(found) > 1:
             return f"Several pages are named {ref!r}; use the id: {', '.join(a.id for a in found)}."
         page = found[0]
+        if here is not None and page.id != here.id and not actor.is_operator:
+            return routing.binding_refusal(actor)  # the name now means another page
         try:
             await graph.subscribe_app(page.id, page.access_token, ["feed", "messages"])
         except DeliveryError as e:
@@ -721,7 +750,8 @@ class Service:
                 token=page.access_token,
                 platform=platform,
                 chat_id=chat_id,
-                by_user=by_user,
+                by_user=actor.user_id,
+                chat_label=chat_label,
             )
         except ServiceError as e:
             return str(e)
@@ -735,7 +765,11 @@ class Service:
         platform: str,
         chat_id: str,
         by_user: str,
+        chat_label: str = "another chat",
     ) -> str:
+        """Bind the page to this chat. A page that moves leaves its former chat: that chat
+        is told where it went and by whom, and its open tasks there are closed, so that
+        chat can no longer read or answer as the Page."""
         if self.tokens is None:
             raise ServiceError("SECRET_KEY is not set: the page token cannot be stored safely.")
         sealed = self.tokens.seal(token)
@@ -754,7 +788,8 @@ class Service:
                     )
                 )
                 return f"Connected the Page {name} ({page_id}): new comments open tasks here."
-            moved = (page.chat_platform, page.chat_id) != (platform, chat_id)
+            old = (page.chat_platform, page.chat_id)
+            moved = old != (platform, chat_id)
             page.name = name
             page.token_encrypted = sealed
             page.chat_platform = platform
@@ -763,8 +798,27 @@ class Service:
             page.active = True
             page.token_alerted = False
             page.connected_at = utcnow()
+            if moved:
+                who = f"{platform}:{by_user}" if by_user else "an admin"
+                for task in await self.repo.tasks.open_in_chat(s, page_id, *old):
+                    task.status = "closed"
+                    task.closed_at = utcnow()
+                    self._chat_job(
+                        s,
+                        task,
+                        "notice_in_task",
+                        text="The Page moved to another chat: this task is closed here.",
+                    )
+                    self._chat_job(s, task, "thread_state")
+                self.notice(
+                    s,
+                    old[0],
+                    old[1],
+                    f"The Page {name} ({page_id}) was moved to {chat_label} by {who}: "
+                    "its comments and answers are handled there now.",
+                )
         if moved:
-            return f"Reconnected the Page {name} ({page_id}) to this chat: new tasks open here."
+            return f"Moved the Page {name} ({page_id}) to this chat: new tasks open here."
         return f"Reconnected the Page {name} ({page_id}): new token stored, app subscribed again."
 
     async def disconnect_page(self, platform: str, chat_id: str, ref: str) -> str:
@@ -847,13 +901,17 @@ class Service:
         user_id: str,
         by: str,
         chat_message_id: str | None = None,
+        chat: tuple[str, str] | None = None,
     ) -> str | None:
         """Send a quick reply like a staff answer, to the latest customer message, with the
-        template variables filled in. Returns a reason when it cannot."""
+        template variables filled in. ``chat``: where the person clicked, when the task
+        number came from a button. Returns a reason when it cannot."""
         async with self.tx() as s:
             task = await self.repo.tasks.get(s, task_id)
-            if task is None:
+            if task is None or (chat is not None and chat != (task.chat_platform, task.chat_id)):
                 return "This task is gone."
+            if not await self._page_here(s, task):
+                return NOT_HERE
             quick = await s.get(QuickReply, (task.page_id, name))
             if quick is None:
                 names = ", ".join(q.name for q in await self.repo.quick.list(s, task.page_id))
@@ -895,7 +953,15 @@ class Service:
             assert contact is not None
             root = await self.repo.contacts.card_root(s, contact)
             members = await self.repo.contacts.members(s, root)
-            tasks = await self.repo.tasks.for_contacts(s, [c.id for c in members])
+            # one chat never reaches another: only tasks of the Pages connected here
+            here = await self._chat_pages(s, task)
+            tasks = [
+                t
+                for t in await self.repo.tasks.for_contacts(s, [c.id for c in members])
+                if t.page_id in here
+            ]
+        with_tasks = {t.contact_id for t in tasks}
+        members = [c for c in members if c.id == root.id or c.id in with_tasks]
         lines = [f"👤 {root.name} (contact #{root.id})"]
         for c in members:
             lines.append(
@@ -917,6 +983,27 @@ class Service:
             lines.append(f"• #{t.id} {status}: {t.title} ({where})" + (f" {link}" if link else ""))
         return "\n".join(lines)
 
+    async def _page_here(self, s: AsyncSession, task: Task) -> bool:
+        """Is the task's Page still connected to the chat the task is shown in? A Page that
+        moved or was disconnected is no longer answered from here."""
+        page = await self.repo.pages.get(s, task.page_id)
+        return (
+            page is not None
+            and page.active
+            and (page.chat_platform, page.chat_id) == (task.chat_platform, task.chat_id)
+        )
+
+    async def _chat_pages(self, s: AsyncSession, task: Task) -> set[str]:
+        """The Pages connected to the chat this task is shown in: what its staff may name."""
+        pages = await self.repo.pages.for_chat(s, task.chat_platform, task.chat_id)
+        return {p.id for p in pages}
+
+    async def _contact_in_chat(self, s: AsyncSession, root: Contact, task: Task) -> bool:
+        members = await self.repo.contacts.members(s, root)
+        here = await self._chat_pages(s, task)
+        tasks = await self.repo.tasks.for_contacts(s, [c.id for c in members])
+        return any(t.page_id in here for t in tasks)
+
     async def merge_contacts(self, task_id: int, other_ref: str) -> str:
         try:
             other_id = int(other_ref.lstrip("#"))
@@ -928,11 +1015,12 @@ class Service:
                 return "This task has no contact."
             mine = await self.repo.contacts.get(s, task.contact_id)
             other = await self.repo.contacts.get(s, other_id)
-            if other is None:
-                return f"There is no contact #{other_id}."
             assert mine is not None
             root = await self.repo.contacts.card_root(s, mine)
-            other_root = await self.repo.contacts.card_root(s, other)
+            other_root = await self.repo.contacts.card_root(s, other) if other else None
+            if other_root is None or not await self._contact_in_chat(s, other_root, task):
+                # the same answer whether it exists elsewhere or not at all
+                return f"There is no contact #{other_id} among this chat's Pages."
             if root.id == other_root.id:
                 return f"Contact #{other_id} is already on this card."
             other_root.merged_into_id = root.id
@@ -951,8 +1039,12 @@ class Service:
         async with self.tx() as s:
             task = await self.repo.tasks.get(s, task_id)
             other = await self.repo.tasks.get(s, other_id)
-            if task is None or other is None:
-                return f"There is no task #{other_id}."
+            if (
+                task is None
+                or other is None
+                or other.page_id not in await self._chat_pages(s, task)
+            ):
+                return f"There is no task #{other_id} among this chat's Pages."
             if other.id == task.id or (await self.repo.tasks.surviving(s, other)).id == task.id:
                 return "That task is already this one."
             if (await self.repo.tasks.surviving(s, task)).id == other.id:
@@ -974,6 +1066,75 @@ class Service:
     # --- outbox: carrying out platform calls ---------------------------------------------
 
     async def execute(self, job: OutboxJob) -> None:
+        """Carry out one outbox job. A thread that a person deleted is made anew (with a
+        note) and the job then runs there: nothing waiting for that thread is lost."""
+        try:
+            await self._execute(job)
+        except ThreadGone as e:
+            if job.kind == "chat_notice":
+                await self._notice_outside_thread(job, e)
+                return
+            task_id = job.payload.get("task_id")
+            if not isinstance(task_id, int):
+                raise
+            await self._rethread(task_id, e)
+            await self._execute(job)
+
+    async def _notice_outside_thread(self, job: OutboxJob, gone: ThreadGone) -> None:
+        p = job.payload
+        if not p.get("thread_id"):
+            raise gone
+        platform = self.platforms.get(str(p["platform"]))
+        if platform is None:
+            raise gone
+        await platform.post(
+            str(p["chat_id"]),
+            "",
+            ChatPost(kind="notice", author="", text=str(p["text"])),
+        )
+
+    async def _rethread(self, task_id: int, gone: ThreadGone) -> None:
+        """Give a task whose thread is gone a new one: root message, a note saying why,
+        the open/closed state; later jobs of its lane read the new thread from the row."""
+        async with self.db.read() as s:
+            task = await self.repo.tasks.get(s, task_id)
+        if task is None:
+            raise gone
+        platform = self.platforms.get(task.chat_platform)
+        if platform is None:
+            raise gone
+        log.warning(
+            "task thread gone, opening a new one",
+            extra={"task_id": task.id, "reason": gone.reason},
+        )
+        created = await platform.create_thread(task.chat_id, task.title)
+        ref = await platform.post_root(task.chat_id, created, await self._root_of(task))
+        async with self.tx() as s:
+            row = await self.repo.tasks.get(s, task.id)
+            assert row is not None
+            row.thread_id, row.root_message_id = ref.thread_id, ref.root_message_id
+        self.metrics.threads_recreated.labels(task.chat_platform).inc()
+        await platform.post(
+            task.chat_id,
+            ref.thread_id,
+            ChatPost(
+                kind="notice",
+                author="",
+                text=(
+                    "The previous thread of this task was deleted in the chat: the task "
+                    "continues here. Messages shown there before are not repeated."
+                ),
+            ),
+        )
+        if task.status != "open":
+            task.thread_id, task.root_message_id = ref.thread_id, ref.root_message_id
+            await platform.set_thread_state(
+                task.chat_id,
+                ThreadRef(ref.thread_id, ref.root_message_id),
+                await self._root_of(task),
+            )
+
+    async def _execute(self, job: OutboxJob) -> None:
         p = job.payload
         if job.kind == "chat_notice":
             platform = self.platforms.get(str(p["platform"]))
@@ -1020,7 +1181,7 @@ class Service:
                         row = await self.repo.tasks.get(s, task.id)
                         assert row is not None
                         row.thread_id = task.thread_id = created
-            ref = await platform.post_root(task.chat_id, task.thread_id, self._root(task))
+            ref = await platform.post_root(task.chat_id, task.thread_id, await self._root_of(task))
             async with self.tx() as s:
                 row = await self.repo.tasks.get(s, task.id)
                 assert row is not None
@@ -1098,7 +1259,7 @@ class Service:
             await platform.set_thread_state(
                 task.chat_id,
                 ThreadRef(task.thread_id, task.root_message_id),
-                self._root(task),
+                await self._root_of(task),
             )
 
     async def _waiting_relays(self, job: OutboxJob) -> list[tuple[int, Message]]:
@@ -1150,7 +1311,12 @@ class Service:
             await self.repo.outbox.complete(s, [job_id for job_id, _ in taken])
         self.metrics.relayed.inc(len(items))
 
-    def _root(self, task: Task) -> RootMessage:
+    async def _root_of(self, task: Task) -> RootMessage:
+        post_url = None
+        if task.post_id is not None:
+            async with self.db.read() as s:
+                post = await self.repo.posts.get(s, task.post_id)
+            post_url = post.permalink_url if post is not None else None
         return RootMessage(
             task_id=task.id,
             title=task.title,
@@ -1159,6 +1325,7 @@ class Service:
             additional_data=task.additional_data,
             status=task.status,
             tags=tuple(task.tags),
+            post_url=post_url,
         )
 
     def _chat_post(self, msg: Message) -> ChatPost:
@@ -1177,7 +1344,7 @@ class Service:
         message_id = int(job.payload["message_id"])  # type: ignore[call-overload]
         async with self.db.read() as s:
             msg = await self.repo.messages.get(s, message_id)
-            if msg is None or msg.fb_id is not None or msg.state == "delivered":
+            if msg is None or msg.state == "delivered":
                 return
             task = await self.repo.tasks.get(s, msg.task_id)
             target = (
@@ -1186,21 +1353,55 @@ class Service:
                 else None
             )
             page = await self.repo.pages.get(s, task.page_id) if task else None
+        if msg.fb_id is not None:
+            # the webhook's echo of this answer came back before Facebook's answer to our
+            # POST (or after an unclear failure): it is on Facebook, say so once
+            if task is not None:
+                await self._delivered(task, message_id, msg.fb_id)
+            return
         if task is None or target is None or page is None or target.fb_id is None:
             raise DeliveryError("the message it answers is gone", retryable=False)
         if self.graph is None:
             raise DeliveryError("Facebook is not configured", retryable=False)
         token = self.page_token(page)
-        if task.channel == "messenger":
-            fb_id = await self.graph.send_message(target.author_fb_id or "", msg.text, token)
+        messenger = task.channel == "messenger"
+        to = (
+            (target.author_fb_id or "")
+            if messenger
+            else routing.comment_reply_target(message_view(target))
+        )
+        if msg.state == "sending" or job.attempts > 0:
+            # An earlier try may have reached Facebook and still failed here (a timeout,
+            # a dropped connection, a 5xx after the write): look before sending again.
+            if messenger:
+                found = await self.graph.find_sent_message(page.id, to, msg.text, token)
+            else:
+                found = await self.graph.find_comment_reply(to, page.id, msg.text, token)
+            async with self.db.read() as s:
+                taken = await self.repo.messages.by_fb_id(s, found) if found else None
+            if found and taken is None:
+                log.info("answer found on Facebook, not sent again", extra={"message_id": msg.id})
+                await self._delivered(task, message_id, found)
+                return
+        if msg.state != "sending":
+            async with self.tx() as s:
+                row = await self.repo.messages.get(s, message_id)
+                assert row is not None
+                row.state = "sending"
+        if messenger:
+            fb_id = await self.graph.send_message(to, msg.text, token)
         else:
-            to = routing.comment_reply_target(message_view(target))
             fb_id = await self.graph.reply_to_comment(to, msg.text, token)
+        await self._delivered(task, message_id, fb_id)
+
+    async def _delivered(self, task: Task, message_id: int, fb_id: str | None) -> None:
         async with self.tx() as s:
             row = await self.repo.messages.get(s, message_id)
             assert row is not None
+            if row.state == "delivered":
+                return
             clash = await self.repo.messages.by_fb_id(s, fb_id) if fb_id else None
-            if clash is None and fb_id:
+            if fb_id and (clash is None or clash.id == row.id):
                 row.fb_id = fb_id
             row.state = "delivered"
             row.error = None
@@ -1211,9 +1412,63 @@ class Service:
 
     async def job_failed(self, s: AsyncSession, job: OutboxJob, error: DeliveryError) -> None:
         """A job failed for good: say so where staff will see it (in the caller's
-        transaction)."""
-        if job.kind != "fb_answer":
-            return  # a chat call that failed for good has nowhere else to be shown
+        transaction), and count it by reason. Nothing fails silently."""
+        if job.kind == "fb_answer":
+            await self._answer_failed(s, job, error)
+            return
+        p = job.payload
+        platform = str(p.get("platform") or "")
+        task_id = p.get("task_id")
+        task = await self.repo.tasks.get(s, task_id) if isinstance(task_id, int) else None
+        if task is not None:
+            platform = task.chat_platform
+        self.metrics.chat_failures.labels(platform or "unknown", failure_kind(error.reason)).inc()
+        level = p.get("report", 0)
+        if job.kind == "chat_notice":
+            if not isinstance(level, int) or level >= 2 or not p.get("chat_id"):
+                log.error(
+                    "a report of a failure could not be shown either",
+                    extra={"job_id": job.id, "reason": error.reason},
+                )
+                return
+            self.notice(
+                s,
+                platform,
+                str(p["chat_id"]),
+                f"⚠️ A message of the bot could not be shown in the chat: {error.reason}",
+                report=level + 1,
+            )
+            return
+        if task is None:
+            return
+        what = await self._what_failed(s, job)
+        self.notice(
+            s,
+            task.chat_platform,
+            task.chat_id,
+            f"⚠️ {what} (task #{task.id}): {error.reason}",
+            thread_id=task.thread_id,
+            report=1,
+        )
+
+    async def _what_failed(self, s: AsyncSession, job: OutboxJob) -> str:
+        mid = job.payload.get("message_id")
+        msg = await self.repo.messages.get(s, mid) if isinstance(mid, int) else None
+        if job.kind == "relay" and msg is not None:
+            where = f" (on Facebook: https://www.facebook.com/{msg.fb_id})" if msg.fb_id else ""
+            return (
+                f"A message from {msg.author_name or 'the customer'} could not be shown here{where}"
+            )
+        return {
+            "open_thread": "The task's thread could not be opened",
+            "thread_state": "The task's status could not be shown",
+            "refresh": "A change to a relayed message could not be shown",
+            "show_answer": "A staff answer could not be shown here",
+            "mark_delivered": "A delivery mark could not be shown",
+            "notice_in_task": "A message of the bot could not be shown here",
+        }.get(job.kind, "A chat message could not be shown")
+
+    async def _answer_failed(self, s: AsyncSession, job: OutboxJob, error: DeliveryError) -> None:
         message_id = int(job.payload.get("message_id", 0))  # type: ignore[call-overload]
         msg = await self.repo.messages.get(s, message_id)
         if msg is None:

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from bot.emulators.stage import Stage
+from bot.emulators.stage import OPERATOR_TELEGRAM_ID, Stage
 
 FIXTURES = Path(__file__).parent / "fixtures"
 POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL")
@@ -19,7 +19,7 @@ PAGE_ID = "137542570280111"
 PAGE_NAME = "Bottender Coffee"
 PAGE_TOKEN = "page-token-1"
 CHAT_ID = -1002271335705
-ADMIN_ID = 1998627310
+ADMIN_ID = OPERATOR_TELEGRAM_ID
 ADMIN = {"id": ADMIN_ID, "is_bot": False, "first_name": "Sal", "username": "sal"}
 AGENT = {"id": 555001, "is_bot": False, "first_name": "Ines"}
 

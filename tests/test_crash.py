@@ -81,6 +81,7 @@ async def test_kill_9_during_a_burst_loses_nothing(tmp_path: Path) -> None:
     tg.add_chat(CHAT_ID, "Support", admins={ADMIN_ID})
     env = {
         **os.environ,
+        "BOT_ADMINS": f"telegram:{ADMIN_ID}",
         "DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'crash.db'}",
         "HOST": "127.0.0.1",
         "PORT": "0",

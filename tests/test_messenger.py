@@ -47,3 +47,20 @@ async def test_direct_messages_make_one_task_and_answers_use_the_send_api(
     await connected.deliver_facebook(dm(sent["message_id"], "Yes, until 6!", echo=True))
     await connected.settled()
     assert thread_texts(connected, topic) == before
+
+
+async def test_a_send_that_facebook_stored_but_answered_500_is_not_sent_twice(
+    connected: Stage,
+) -> None:
+    await connected.deliver_facebook(dm("mid.1", "Hello?"))
+    await connected.settled()
+    topic = only_topic(connected)
+    error = {"error": {"message": "Service temporarily unavailable", "code": 2}}
+    connected.graph.add_response("messages", error, status=500, apply=True)
+    await connected.telegram_update(
+        connected.telegram.user_message(CHAT_ID, AGENT, "Hi Dana!", thread_id=topic)
+    )
+    await connected.settled()
+    assert [m["message"] for m in connected.graph.messages] == [{"text": "Hi Dana!"}]
+    assert len(connected.graph.called("messages")) == 1
+    assert connected.graph.called("conversations")  # looked before sending again

@@ -87,8 +87,11 @@ async def test_non_admin_connect_is_refused_and_changes_nothing(stage: Stage) ->
     stage.slack.add_user(AGENT, "Ines")
     await stage.slack_request(command("connect", PAGE_ID, user=AGENT), form=True)
     await stage.settled()
-    assert [e["text"] for e in stage.slack.ephemeral] == ["Only workspace admins can run /connect."]
+    [refusal] = [e["text"] for e in stage.slack.ephemeral]
+    assert refusal.startswith("Only the operator of this Pagedesk can connect a Facebook Page")
+    assert f"slack:{AGENT}" in refusal and PAGE_ID not in refusal and "Coffee" not in refusal
     assert stage.graph.called("accounts") == []
+    assert CHANNEL not in stage.slack.joined
     async with stage.c.db.read() as s:
         assert list(await s.scalars(select(Page))) == []
 
@@ -422,3 +425,20 @@ async def test_bot_admins_setting_grants_slack_admin_rights(tmp_path: Any) -> No
         assert st.slack.called("users.info") == []  # BOT_ADMINS answers without asking Slack
     finally:
         await st.stop()
+
+
+async def test_slack_markup_in_an_answer_reaches_facebook_as_plain_text(slack: Stage) -> None:
+    await comment(slack, "c_1", ("u1", "Ann"), "Menu?")
+    ts = root(slack)["ts"]
+    await staff(
+        slack,
+        "See <https://example.com/menu|our menu> or <https://example.com/menu> or "
+        "<http://example.com|example.com>, write to <mailto:hi@example.com|hi@example.com>; "
+        f"<@{ADMIN}> &amp; <@{AGENT}|ines> will help &lt;3",
+        ts,
+    )
+    [posted] = slack.graph.comments
+    assert posted.message == (
+        "See our menu (https://example.com/menu) or https://example.com/menu or "
+        "example.com, write to hi@example.com; @sal & @ines will help <3"
+    )

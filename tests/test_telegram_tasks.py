@@ -206,7 +206,9 @@ async def test_non_admin_connect_is_refused_and_changes_nothing(stage: Stage) ->
     stage.telegram.add_chat(CHAT_ID, "Support", admins={ADMIN["id"]})  # type: ignore[arg-type]
     await stage.telegram_update(stage.telegram.user_message(CHAT_ID, AGENT, f"/connect {PAGE_ID}"))
     await stage.settled()
-    assert general_texts(stage) == ["Only admins of this chat can run /connect."]
+    [refusal] = general_texts(stage)
+    assert refusal.startswith("Only the operator of this Pagedesk can connect a Facebook Page")
+    assert f"telegram:{AGENT['id']}" in refusal and PAGE_ID not in refusal
     assert stage.graph.called("accounts") == [] and stage.graph.called("subscribed_apps") == []
     async with stage.c.db.read() as s:
         assert list(await s.scalars(select(Page))) == []

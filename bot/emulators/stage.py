@@ -33,6 +33,8 @@ TG_TOKEN = "123456:DEMO-token"
 USER_TOKEN = "demo-user-token"
 SLACK_TOKEN = "xoxb-demo-token"
 SLACK_SIGNING_SECRET = "demo-slack-signing-secret"
+# The demo's operator: listed in BOT_ADMINS, so only this Telegram user binds Pages.
+OPERATOR_TELEGRAM_ID = 1998627310
 
 
 class Stage:
@@ -72,6 +74,7 @@ class Stage:
             "fb_app_secret": APP_SECRET,
             "fb_verify_token": VERIFY_TOKEN,
             "fb_access_token": USER_TOKEN,
+            "bot_admins": f"telegram:{OPERATOR_TELEGRAM_ID}",
             "fb_graph_url": self.graph.url,
             "telegram_bot_token": TG_TOKEN,
             "telegram_api_url": self.telegram.url,

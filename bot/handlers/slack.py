@@ -20,7 +20,7 @@ from bot.config import Settings
 from bot.handlers import Handler
 from bot.intake import Intake
 from bot.metrics import Metrics
-from bot.platforms.slack import unescape
+from bot.platforms.slack import slack_to_plain, unescape
 from bot.service import Service, ServiceError
 from bot.storage.models import InboxItem
 
@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 PLATFORM = "slack"
 SLASH_COMMANDS = ("connect", "disconnect", "template", "quick", "pagedesk")
 REPLY_VIEW = "comment_reply_view"
+MENTION = re.compile(r"<@([UW][A-Z0-9]+)(?:\|[^>]*)?>")
 
 HELP = (
     "Pagedesk turns comments on your Facebook Page into tasks: one message and thread per post.\n"
@@ -127,6 +128,7 @@ class SlackHandler:
         self.service = service
         self.settings = settings
         self.commands = ChatCommands(service)
+        self._names: dict[str, str | None] = {}  # display names of mentioned people
 
     async def handle_item(self, item: InboxItem) -> None:
         body = json.loads(item.payload)
@@ -161,6 +163,28 @@ class SlackHandler:
         u = info.get("user") or {}
         return bool(u.get("is_admin") or u.get("is_owner") or u.get("is_primary_owner"))
 
+    async def plain_text(self, text: str) -> str:
+        names: dict[str, str | None] = {}
+        for user in set(MENTION.findall(text)):
+            names[user] = await self.display_name(user)
+        return slack_to_plain(text, names.get)
+
+    async def display_name(self, user: str) -> str | None:
+        if user in self._names:
+            return self._names[user]
+        try:
+            info = await self.client.users_info(user=user)
+        except (SlackApiError, SlackClientError) as e:
+            log.info("users.info failed", extra={"error": type(e).__name__})
+            return None
+        u = info.get("user") or {}
+        profile = u.get("profile") or {}
+        name = profile.get("display_name") or profile.get("real_name") or u.get("name")
+        if len(self._names) > 10_000:
+            self._names.clear()
+        self._names[user] = str(name) if name else None
+        return self._names[user]
+
     # --- events ---------------------------------------------------------------------------
 
     async def on_event(self, event: dict[str, Any]) -> None:
@@ -180,7 +204,9 @@ class SlackHandler:
         ts, thread_ts = event.get("ts"), event.get("thread_ts")
         if not thread_ts or thread_ts == ts:
             return  # a top-level channel message is not in any task
-        text = unescape(str(event.get("text") or ""))
+        # Slack's markup (<url|label>, <@U…>, &amp;) reaches Facebook as the plain text a
+        # person reads in Slack
+        text = await self.plain_text(str(event.get("text") or ""))
         result = await self.service.staff_message(
             platform=PLATFORM,
             chat_id=str(event["channel"]),
@@ -244,7 +270,7 @@ class SlackHandler:
             picked = parse_quick_choice(str((action.get("selected_option") or {}).get("value")))
             if picked is not None:
                 reason = await self.service.send_quick(
-                    picked[0], picked[1], user_id=user, by=f"<@{user}>"
+                    picked[0], picked[1], user_id=user, by=f"<@{user}>", chat=(PLATFORM, channel)
                 )
                 if reason:
                     await self.service.say_in_task(picked[0], reason)
@@ -255,8 +281,8 @@ class SlackHandler:
             return
         async with self.service.db.read() as s:
             task = await self.service.repo.tasks.get(s, task_id)
-        if task is None or task.thread_id is None:
-            return
+        if task is None or task.thread_id is None or (channel and channel != task.chat_id):
+            return  # a button names a task of its own channel, never another chat's
         if action.get("action_id") == "task_close":
             text = await self.service.close_task(task_id, user)
         elif action.get("action_id") == "task_reopen":
@@ -292,7 +318,10 @@ class SlackHandler:
         if name == "pagedesk" and args in ("", "help"):
             await self.say(channel, HELP, only_for=user)
             return
-        if name in ("connect", "disconnect", "template") and not await self.is_admin(user):
+        if name == "connect":
+            await self.connect(channel, user, args, str(body.get("channel_name") or channel))
+            return
+        if name in ("disconnect", "template") and not await self.is_admin(user):
             await self.say(channel, f"Only workspace admins can run /{name}.", only_for=user)
             return
         if name == "template":
@@ -306,9 +335,7 @@ class SlackHandler:
             text = await self.commands.quick(PLATFORM, channel, unescape(args), is_admin=admin)
             await self.say(channel, text, only_for=user)
             return
-        if name == "connect":
-            await self.connect(channel, user, args)
-        elif name == "disconnect":
+        if name == "disconnect":
             if not args:
                 text = "Usage: /disconnect <page id or name>"
             else:
@@ -320,7 +347,14 @@ class SlackHandler:
         else:
             await self.say(channel, HELP, only_for=user)
 
-    async def connect(self, channel: str, user: str, ref: str) -> None:
+    async def connect(self, channel: str, user: str, ref: str, channel_name: str) -> None:
+        # Slack's app lives in one workspace: its admins and owners are the operator's
+        # people, as are BOT_ADMINS; nobody else binds or manages a Page.
+        admin = await self.is_admin(user)
+        actor = routing.Actor(PLATFORM, user, is_operator=admin, is_chat_admin=admin)
+        if not admin:
+            await self.say(channel, routing.binding_refusal(actor), only_for=user)
+            return
         try:
             await self.client.conversations_join(channel=channel)
         except SlackApiError as e:
@@ -339,6 +373,7 @@ class SlackHandler:
             user_token=token.get_secret_value() if token else None,
             platform=PLATFORM,
             chat_id=channel,
-            by_user=user,
+            actor=actor,
+            chat_label=f"the Slack channel #{channel_name}",
         )
         await self.say(channel, text, only_for=user)

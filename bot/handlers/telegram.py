@@ -154,14 +154,13 @@ class TelegramHandler:
                 s, PLATFORM, str(m.chat.id), text, thread_id=thread, reply_to=str(m.message_id)
             )
 
-    async def is_admin(self, m: Message) -> bool:
+    def is_operator(self, m: Message) -> bool:
+        return m.from_user is not None and str(m.from_user.id) in self.settings.admin_ids(PLATFORM)
+
+    async def is_chat_admin(self, m: Message) -> bool:
         if m.sender_chat is not None and m.sender_chat.id == m.chat.id:
             return True  # an anonymous admin writes as the group itself
-        if m.from_user is None:
-            return False
-        if str(m.from_user.id) in self.settings.admin_ids(PLATFORM):
-            return True
-        if m.chat.type == "private":
+        if m.from_user is None or m.chat.type == "private":
             return False
         try:
             member = await self.bot.get_chat_member(chat_id=m.chat.id, user_id=m.from_user.id)
@@ -169,6 +168,21 @@ class TelegramHandler:
             log.warning("getChatMember failed", extra={"error": e.message})
             return False
         return member.status in ("creator", "administrator")
+
+    async def is_admin(self, m: Message) -> bool:
+        """May manage this chat's Pages: the chat's admins and BOT_ADMINS."""
+        return self.is_operator(m) or await self.is_chat_admin(m)
+
+    async def actor(self, m: Message) -> routing.Actor:
+        anonymous = m.sender_chat is not None and m.sender_chat.id == m.chat.id
+        operator = self.is_operator(m) and not anonymous
+        return routing.Actor(
+            platform=PLATFORM,
+            user_id="" if anonymous or m.from_user is None else str(m.from_user.id),
+            is_operator=operator,
+            is_chat_admin=operator or await self.is_chat_admin(m),
+            anonymous=anonymous,
+        )
 
     async def on_message(self, m: Message) -> None:
         anonymous_admin = m.sender_chat is not None and m.sender_chat.id == m.chat.id
@@ -262,8 +276,13 @@ class TelegramHandler:
         if picked is None:
             return
         task_id, name = picked
+        where = (PLATFORM, str(q.message.chat.id)) if q.message is not None else None
         reason = await self.service.send_quick(
-            task_id, name, user_id=str(q.from_user.id), by=q.from_user.full_name
+            task_id,
+            name,
+            user_id=str(q.from_user.id),
+            by=q.from_user.full_name,
+            chat=where or (PLATFORM, ""),
         )
         with contextlib.suppress(TelegramAPIError):
             await self.bot.answer_callback_query(
@@ -276,12 +295,13 @@ class TelegramHandler:
         if command.name in ("help", "start"):
             await self.say(m, HELP)
             return
+        if command.name == "connect":
+            await self.connect(m, command.args)
+            return
         if not await self.is_admin(m):
             await self.say(m, f"Only admins of this chat can run /{command.name}.")
             return
-        if command.name == "connect":
-            await self.connect(m, command.args)
-        elif command.name == "disconnect":
+        if command.name == "disconnect":
             if not command.args:
                 await self.say(m, "Usage: /disconnect <page id or name>")
                 return
@@ -292,16 +312,23 @@ class TelegramHandler:
             await self.say(m, text)
 
     async def connect(self, m: Message, ref: str) -> None:
+        actor = await self.actor(m)
+        if not (actor.is_operator or actor.is_chat_admin):
+            # a stranger: refused before anything else is looked at or said
+            await self.say(m, routing.binding_refusal(actor))
+            return
         if m.chat.type != "supergroup" or not m.chat.is_forum:
             await self.say(m, NO_TOPICS)
             return
         token = self.settings.fb_access_token
+        title = m.chat.title or str(m.chat.id)
         text = await self.service.connect(
             ref,
             user_token=token.get_secret_value() if token else None,
             platform=PLATFORM,
             chat_id=str(m.chat.id),
-            by_user=str(m.from_user.id) if m.from_user else "",
+            actor=actor,
+            chat_label=f"the Telegram group “{title}”",
         )
         await self.say(m, text)
 

@@ -161,6 +161,19 @@ class TaskRepository:
         )
         return list(rows)
 
+    async def open_in_chat(
+        self, s: AsyncSession, page_id: str, platform: str, chat_id: str
+    ) -> list[Task]:
+        rows = await s.scalars(
+            select(Task).where(
+                Task.page_id == page_id,
+                Task.chat_platform == platform,
+                Task.chat_id == chat_id,
+                Task.status == "open",
+            )
+        )
+        return list(rows)
+
     async def for_contacts(self, s: AsyncSession, contact_ids: Sequence[int]) -> list[Task]:
         rows = await s.scalars(
             select(Task).where(Task.contact_id.in_(contact_ids)).order_by(Task.id)
