@@ -442,3 +442,19 @@ async def test_slack_markup_in_an_answer_reaches_facebook_as_plain_text(slack: S
         "See our menu (https://example.com/menu) or https://example.com/menu or "
         "example.com, write to hi@example.com; @sal & @ines will help <3"
     )
+
+
+async def test_a_deleted_root_gets_a_new_one_and_later_comments_arrive_there(
+    slack: Stage,
+) -> None:
+    await comment(slack, "c_1", ("u1", "Ann"), "Open?")
+    old = root(slack)["ts"]
+    slack.slack.delete_message(CHANNEL, old)
+    await comment(slack, "c_2", ("u1", "Ann"), "Anyone there?")
+    [new] = slack.slack.roots(CHANNEL)
+    assert new["ts"] != old
+    texts = thread_texts(slack, new["ts"])
+    assert "previous thread of this task was deleted" in texts[0]
+    assert any("Anyone there?" in t for t in texts[1:])
+    await staff(slack, "Yes, we are!", new["ts"])
+    assert [(c.parent_id, c.message) for c in slack.graph.comments] == [("c_2", "Yes, we are!")]
