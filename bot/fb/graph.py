@@ -101,6 +101,21 @@ def _same_text(a: Any, b: str) -> bool:
     return isinstance(a, str) and a.strip() == b.strip()
 
 
+def _by_page_with_text(items: Any, page_id: str, text: str) -> str | None:
+    """The id of the first item (a comment or a message) the page wrote with this text."""
+    for item in items if isinstance(items, list) else []:
+        if not isinstance(item, dict) or not item.get("id"):
+            continue
+        sender = item.get("from")
+        if (
+            isinstance(sender, dict)
+            and str(sender.get("id")) == page_id
+            and _same_text(item.get("message"), text)
+        ):
+            return str(item["id"])
+    return None
+
+
 class GraphClient:
     def __init__(
         self,
@@ -311,17 +326,7 @@ class GraphClient:
                 "limit": "100",
             },
         )
-        for item in body.get("data") or []:
-            if not isinstance(item, dict) or not item.get("id"):
-                continue
-            sender = item.get("from")
-            if (
-                isinstance(sender, dict)
-                and str(sender.get("id")) == page_id
-                and _same_text(item.get("message"), text)
-            ):
-                return str(item["id"])
-        return None
+        return _by_page_with_text(body.get("data"), page_id, text)
 
     async def find_sent_message(
         self, page_id: str, psid: str, text: str, page_token: str
@@ -343,15 +348,9 @@ class GraphClient:
             if not isinstance(conversation, dict):
                 continue
             messages = conversation.get("messages")
-            items = messages.get("data") if isinstance(messages, dict) else None
-            for item in items or []:
-                if not isinstance(item, dict) or not item.get("id"):
-                    continue
-                sender = item.get("from")
-                if (
-                    isinstance(sender, dict)
-                    and str(sender.get("id")) == page_id
-                    and _same_text(item.get("message"), text)
-                ):
-                    return str(item["id"])
+            found = _by_page_with_text(
+                messages.get("data") if isinstance(messages, dict) else None, page_id, text
+            )
+            if found is not None:
+                return found
         return None

@@ -155,13 +155,17 @@ class SlackHandler:
     async def is_admin(self, user: str) -> bool:
         if user in self.settings.admin_ids(PLATFORM):
             return True
+        u = await self.user_info(user) or {}
+        return bool(u.get("is_admin") or u.get("is_owner") or u.get("is_primary_owner"))
+
+    async def user_info(self, user: str) -> dict[str, Any] | None:
         try:
             info = await self.client.users_info(user=user)
         except (SlackApiError, SlackClientError) as e:
             log.warning("users.info failed", extra={"error": type(e).__name__})
-            return False
-        u = info.get("user") or {}
-        return bool(u.get("is_admin") or u.get("is_owner") or u.get("is_primary_owner"))
+            return None
+        u = info.get("user")
+        return u if isinstance(u, dict) else None
 
     async def plain_text(self, text: str) -> str:
         names: dict[str, str | None] = {}
@@ -172,12 +176,9 @@ class SlackHandler:
     async def display_name(self, user: str) -> str | None:
         if user in self._names:
             return self._names[user]
-        try:
-            info = await self.client.users_info(user=user)
-        except (SlackApiError, SlackClientError) as e:
-            log.info("users.info failed", extra={"error": type(e).__name__})
+        u = await self.user_info(user)
+        if u is None:
             return None
-        u = info.get("user") or {}
         profile = u.get("profile") or {}
         name = profile.get("display_name") or profile.get("real_name") or u.get("name")
         if len(self._names) > 10_000:
