@@ -18,18 +18,20 @@ from slack_bolt.async_app import AsyncApp
 from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy import select
 
+from bot.assembly import Parts, assemble
 from bot.config import ConfigError, Settings
+from bot.core.maintenance import Maintenance
 from bot.crypto import TokenBox
 from bot.fb.graph import GraphClient
 from bot.handlers import facebook, ops, slack
 from bot.handlers import telegram as tg
+from bot.handlers.slack_events import SlackEdge
+from bot.handlers.telegram_routes import TelegramEdge
 from bot.intake import Intake
 from bot.metrics import Metrics
 from bot.outbox import Limit, Outbox, Pacer
 from bot.platforms.slack import SlackPlatform
 from bot.platforms.telegram import TelegramPlatform
-from bot.ports import ChatPlatform
-from bot.service import Service
 from bot.storage.db import Database
 from bot.storage.models import Page
 from bot.worker import InboxWorker
@@ -41,16 +43,16 @@ CATCH_UP_EVERY = 600.0  # seconds between reconciliations of open tasks' posts
 KEEP_HANDLED = timedelta(days=7)  # how long processed deliveries and done jobs are kept
 
 
-async def periodic_loop(service: Service, stop: asyncio.Event, every: float) -> None:
+async def periodic_loop(maintenance: Maintenance, stop: asyncio.Event, every: float) -> None:
     """At start (after downtime) and then periodically: what did webhooks miss? And the
     housekeeping of the inbox and outbox tables."""
     while not stop.is_set():
         try:
-            await service.catch_up()
+            await maintenance.catch_up()
         except Exception:
             log.exception("catch-up failed")
         try:
-            await service.prune(KEEP_HANDLED)
+            await maintenance.prune(KEEP_HANDLED)
         except Exception:
             log.exception("pruning failed")
         with contextlib.suppress(TimeoutError):
@@ -76,7 +78,7 @@ class Components:
     settings: Settings
     db: Database
     metrics: Metrics
-    service: Service
+    parts: Parts
     intake: Intake
     worker: InboxWorker
     outbox: Outbox
@@ -87,7 +89,7 @@ class Components:
     slack_client: AsyncWebClient | None = None
     bolt: AsyncApp | None = None
     socket_mode: AsyncSocketModeHandler | None = None
-    telegram: tg.TelegramHandler | None = None
+    telegram: TelegramEdge | None = None
     background: list[asyncio.Task[None]] = field(default_factory=list)
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -101,20 +103,19 @@ def create_app(
     db = Database(settings.database_url)
     metrics = Metrics()
     tokens = TokenBox(settings.secret_key.get_secret_value()) if settings.secret_key else None
-    platforms: dict[str, ChatPlatform] = {}
-    service = Service(db, None, platforms, tokens, metrics)
+    parts = assemble(db, tokens, metrics)
     worker = InboxWorker(db, {}, metrics)
     intake = Intake(db, on_stored=worker.wake)
     outbox = Outbox(
         db,
-        service.execute,
-        service.job_failed,
+        parts.jobs.execute,
+        parts.jobs.failed,
         metrics,
         pacer_for(settings),
         base_delay=outbox_base_delay,
     )
-    service.on_enqueued = outbox.wake
-    c = Components(settings, db, metrics, service, intake, worker, outbox, call_timeout)
+    parts.core.on_enqueued = outbox.wake
+    c = Components(settings, db, metrics, parts, intake, worker, outbox, call_timeout)
 
     app = web.Application(client_max_size=MAX_BODY)
     app[COMPONENTS] = c
@@ -196,10 +197,10 @@ async def _start(app: web.Application) -> None:
     s = c.settings
     await c.db.migrate()
     async with c.db.read() as session:
-        if c.service.tokens is None and await c.service.repo.pages.any_connected(session):
+        if c.parts.core.tokens is None and await c.parts.core.repo.pages.any_connected(session):
             raise ConfigError("SECRET_KEY: required once a page is connected")
-    if c.service.tokens is not None:
-        await reseal_page_tokens(c.db, c.service.tokens)
+    if c.parts.core.tokens is not None:
+        await reseal_page_tokens(c.db, c.parts.core.tokens)
     # One session (one connection pool) for every Graph and Slack call. slack_sdk opens a
     # new session per call unless it is given one, and then applies no timeout of its own.
     c.http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=c.call_timeout))
@@ -212,15 +213,16 @@ async def _start(app: web.Application) -> None:
         timeout=c.call_timeout,
         app_secret=s.fb_app_secret.get_secret_value() if s.fb_app_secret else None,
     )
-    c.service.graph = c.graph
-    c.worker.register("facebook", c.service.handle_facebook_item)
+    core, parts = c.parts.core, c.parts
+    core.graph = c.graph
+    c.worker.register("facebook", parts.events.handle_item)
     if s.telegram_bot_token is not None:
         tg_session = AiohttpSession(
             api=TelegramAPIServer.from_base(s.telegram_api_url), timeout=c.call_timeout
         )
         c.bot = Bot(s.telegram_bot_token.get_secret_value(), session=tg_session)
-        c.service.platforms["telegram"] = TelegramPlatform(c.bot)
-        c.telegram = tg.TelegramHandler(c.bot, c.service, s)
+        core.platforms["telegram"] = TelegramPlatform(c.bot)
+        c.telegram = TelegramEdge(c.bot, s, core, parts.desk, parts.commands)
         c.worker.register("telegram", c.telegram.handle_item)
         try:
             await tg.start_telegram(c.bot, s)
@@ -230,8 +232,9 @@ async def _start(app: web.Application) -> None:
         if not s.telegram_webhook_mode:
             c.background.append(asyncio.create_task(tg.poll_updates(c.bot, c.intake, c.stopping)))
     if c.slack_client is not None and c.bolt is not None:
-        c.service.platforms["slack"] = SlackPlatform(c.slack_client)
-        c.worker.register("slack", slack.SlackHandler(c.slack_client, c.service, s).handle_item)
+        core.platforms["slack"] = SlackPlatform(c.slack_client)
+        edge = SlackEdge(c.slack_client, s, core, parts.desk, parts.commands)
+        c.worker.register("slack", edge.handle_item)
         if s.slack_app_token is not None:
             c.socket_mode = AsyncSocketModeHandler(
                 c.bolt,
@@ -241,7 +244,9 @@ async def _start(app: web.Application) -> None:
     c.intake.start()
     c.worker.start()
     await c.outbox.start()
-    c.background.append(asyncio.create_task(periodic_loop(c.service, c.stopping, CATCH_UP_EVERY)))
+    c.background.append(
+        asyncio.create_task(periodic_loop(parts.maintenance, c.stopping, CATCH_UP_EVERY))
+    )
     if c.socket_mode is not None:
         try:
             await c.socket_mode.connect_async()  # type: ignore[no-untyped-call]

@@ -4,6 +4,36 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
+
+
+class TaskStatus(StrEnum):
+    OPEN = "open"
+    CLOSED = "closed"
+    MERGED = "merged"  # closed into another task, which carries on
+
+
+class Channel(StrEnum):
+    """Which Facebook object a task's answers go to."""
+
+    COMMENTS = "comments"
+    MESSENGER = "messenger"
+
+
+class Direction(StrEnum):
+    CUSTOMER = "customer"  # written by the person on Facebook
+    PAGE = "page"  # written as the Page on Facebook itself (not through us)
+    STAFF = "staff"  # an answer staff wrote in the chat
+    NOTE = "note"  # internal, never leaves the chat
+
+
+class MessageState(StrEnum):
+    PENDING = "pending"
+    RELAYED = "relayed"  # a customer or page message shown in the chat
+    SENDING = "sending"  # a staff answer whose call to Facebook may have happened
+    DELIVERED = "delivered"
+    FAILED = "failed"
+    INTERNAL = "internal"
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from enum import StrEnum
+from typing import Protocol, runtime_checkable
 
 from bot.domain import CommentEvent, PageAccount, PostInfo
 
@@ -23,11 +24,18 @@ class RootMessage:
     post_url: str | None = None  # where a shortened description links to
 
 
+class PostKind(StrEnum):
+    CUSTOMER = "customer"  # a relayed comment or message of a person
+    PAGE = "page"  # written as the Page on Facebook itself
+    NOTICE = "notice"  # the bot speaking
+    DIGEST = "digest"  # several comments at once, in ``items``
+
+
 @dataclass(frozen=True)
 class ChatPost:
     """One message in a task's thread: a relayed comment, a page comment or a notice."""
 
-    kind: str  # "customer" | "page" | "notice" | "digest" (several comments, in ``items``)
+    kind: str  # PostKind
     author: str
     text: str
     fb_status: str | None = None  # "edited" | "hidden" | "removed"
@@ -46,14 +54,10 @@ class ThreadRef:
 
 
 class ChatPlatform(Protocol):
-    """Where staff work: a thread per task."""
+    """Where staff work: a thread per task. What every chat platform does; further
+    abilities are the small protocols below, checked with ``isinstance``."""
 
     name: str
-
-    async def create_thread(self, chat_id: str, title: str) -> str | None:
-        """Make the container of a task's messages, where the platform has one (a Telegram
-        topic); None where the root message itself is the thread (Slack)."""
-        ...
 
     async def post_root(
         self, chat_id: str, thread_id: str | None, root: RootMessage
@@ -69,12 +73,31 @@ class ChatPlatform(Protocol):
         self, chat_id: str, thread: ThreadRef, root: RootMessage
     ) -> None: ...
 
+
+@runtime_checkable
+class ThreadContainers(Protocol):
+    """A platform whose threads are containers made before the root message (Telegram's
+    forum topics); elsewhere the root message itself is the thread (Slack)."""
+
+    async def create_thread(self, chat_id: str, title: str) -> str: ...
+
+
+@runtime_checkable
+class DeliveryMarks(Protocol):
+    """A platform that marks a delivered answer on its message (a reaction)."""
+
     async def mark_delivered(self, chat_id: str, thread_id: str, message_id: str) -> None: ...
 
+
+@runtime_checkable
+class ThreadLinks(Protocol):
     def thread_link(self, chat_id: str, thread: ThreadRef) -> str | None:
-        """A link staff can open, where the platform has one."""
+        """A link staff can open, where the chat has one."""
         ...
 
+
+@runtime_checkable
+class AssigneeNotifier(Protocol):
     async def notify_assignee(self, chat_id: str, thread: ThreadRef, user: str, title: str) -> bool:
         """A direct message with a link to the task, where the platform allows it."""
         ...

@@ -1,17 +1,25 @@
 """The product's rules, pure: Facebook events and staff messages in, decisions out.
 
-Nothing here talks to a network or a database. The caller (``bot.service``) loads the
+Nothing here talks to a network or a database. The caller (``bot.core``) loads the
 views these functions need, calls them, and carries out what they decide.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from typing import TypeVar
 
-from bot.domain import CommentEvent, MessengerEvent, PageInfo, PostInfo
-from bot.templates import TITLE_MAX, TaskTemplate, excerpt, render
+from bot.domain import (
+    Channel,
+    CommentEvent,
+    Direction,
+    MessengerEvent,
+    PageInfo,
+    TaskStatus,
+)
+
+T = TypeVar("T")
 
 # --- views of stored state the rules look at ------------------------------------------------
 
@@ -19,18 +27,21 @@ from bot.templates import TITLE_MAX, TaskTemplate, excerpt, render
 @dataclass(frozen=True)
 class TaskView:
     id: int
-    status: str  # "open" | "closed"
+    status: str  # TaskStatus
+    merged_into_id: int | None = None
+    channel: str = Channel.COMMENTS
 
 
 @dataclass(frozen=True)
 class MessageView:
     id: int
-    direction: str  # "customer" | "page" | "staff" | "note"
+    direction: str  # Direction
     fb_id: str | None
     fb_parent_id: str | None
     text: str
     state: str
     post_id: str | None = None
+    author_fb_id: str | None = None
 
 
 # --- decisions -------------------------------------------------------------------------------
@@ -91,7 +102,7 @@ def route_comment(
         if known is None:
             return Ignore(f"{ev.verb} of a comment we never relayed")
         if ev.verb == "edited":
-            if known.direction == "staff" or known.text == ev.text:
+            if known.direction == Direction.STAFF or known.text == ev.text:
                 return Ignore("edit echo of our own answer or no change")
             return MarkRelayed(known.id, "edited", ev.text)
         status = {"hide": "hidden", "unhide": "visible", "remove": "removed"}[ev.verb]
@@ -133,127 +144,6 @@ def route_direct_message(
     if open_task is not None:
         return JoinTask(open_task.id)
     return OpenTask()
-
-
-# --- who may do what ------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Actor:
-    """A person in a staff chat, as far as permissions go.
-
-    ``is_operator``: listed in ``BOT_ADMINS`` (in Slack, whose app lives in one workspace, a
-    workspace admin or owner too). ``is_chat_admin``: an admin of the chat they typed in.
-    Anyone can add the bot to a group of their own and be its admin there, so chat admin
-    alone proves nothing about the operator's Pages.
-    """
-
-    platform: str
-    user_id: str
-    is_operator: bool
-    is_chat_admin: bool
-    anonymous: bool = False  # a Telegram admin writing as the group: no user id to name
-
-
-def may_bind_page(actor: Actor, *, connected_here: bool) -> bool:
-    """Binding a Page to a chat (new, or moved from another chat) is the operator's;
-    managing it where it is connected (reconnect) is also for that chat's admins."""
-    if connected_here:
-        return actor.is_operator or actor.is_chat_admin
-    return actor.is_operator
-
-
-def may_manage_page(actor: Actor) -> bool:
-    """Disconnect, templates, adding and removing quick replies of this chat's Pages."""
-    return actor.is_operator or actor.is_chat_admin
-
-
-def binding_refusal(actor: Actor) -> str:
-    """What a person who may not bind a Page is told: no Page named, their own id given."""
-    if actor.anonymous or not actor.user_id:
-        return (
-            "Only the operator of this Pagedesk can connect a Facebook Page to a chat. "
-            "You are writing anonymously (as the group): write as yourself to see your "
-            "user id, and hand it to the operator for BOT_ADMINS."
-        )
-    key = f"{actor.platform}:{actor.user_id}"
-    return (
-        "Only the operator of this Pagedesk can connect a Facebook Page to a chat. "
-        f"Your user id is {actor.user_id}: ask the operator to add {key} to BOT_ADMINS."
-    )
-
-
-# --- what a new task looks like ----------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class TaskContent:
-    title: str
-    description: str
-    assignees: tuple[str, ...]
-    additional_data: str
-    tags: tuple[str, ...] = ()
-
-
-def additional_data(
-    *,
-    page: PageInfo,
-    post: PostInfo | None,
-    contact_name: str,
-    contact_fb_id: str,
-    first_message_at: datetime,
-    opened_at: datetime,
-) -> str:
-    """System data about a task. Built here only; staff cannot edit it."""
-    lines = []
-    if post is not None:
-        lines.append(f"Post: {post.url or post.id}")
-    lines.append(f"Page: {page.name} ({page.id})")
-    lines.append(f"Customer: {contact_name} (facebook id {contact_fb_id})")
-    lines.append(f"First message: {first_message_at:%Y-%m-%d %H:%M} UTC")
-    lines.append(f"Task opened: {opened_at:%Y-%m-%d %H:%M} UTC")
-    return "\n".join(lines)
-
-
-def template_values(
-    *,
-    page: PageInfo,
-    post: PostInfo | None,
-    contact_name: str,
-    first_text: str,
-    data: str,
-) -> dict[str, str]:
-    post_text = post.text if post is not None else ""
-    if post is None:
-        post_excerpt = f"Message from {contact_name}"
-    elif post_text:
-        post_excerpt = excerpt(post_text)
-    else:
-        post_excerpt = f"Post {post.id.rsplit('_', 1)[-1]}"
-    post_date = post.created_time.strftime("%Y-%m-%d") if post and post.created_time else ""
-    return {
-        "post.text": post_text,
-        "post.excerpt": post_excerpt,
-        "post.url": (post.url or "") if post else "",
-        "post.date": post_date,
-        "contact.name": contact_name,
-        "comment.text": first_text,
-        "page.name": page.name,
-        "task.additional_data": data,
-    }
-
-
-def task_content(template: TaskTemplate, values: dict[str, str]) -> TaskContent:
-    title = " ".join(render(template.title, values).split()).strip(" ·-") or "New task"
-    if len(title) > TITLE_MAX:
-        title = title[: TITLE_MAX - 1] + "…"
-    return TaskContent(
-        title=title,
-        description=render(template.description, values).strip(),
-        assignees=template.assignees,
-        additional_data=values["task.additional_data"],
-        tags=template.tags,
-    )
 
 
 # --- staff messages in a task's thread -----------------------------------------------------
@@ -324,12 +214,99 @@ def route_staff_message(
     if not page_here:
         return Refuse("the Page is no longer connected to this chat")
     target = explicit_target
-    if target is not None and target.direction != "customer":
+    if target is not None and target.direction != Direction.CUSTOMER:
         target = None
     target = target or latest_customer
     if target is None:
         return Refuse("there is no customer message in this task to answer")
     return Answer(target, stripped)
+
+
+# --- a task's life: removal of its post, close, reopen, merge --------------------------------
+
+
+@dataclass(frozen=True)
+class CloseTask:
+    note: str
+
+
+def route_post_removed(open_task: TaskView | None) -> CloseTask | Ignore:
+    """A removed post ends its conversation: its open task closes, with a note."""
+    if open_task is None:
+        return Ignore("no open task on the removed post")
+    return CloseTask("The post was removed on Facebook: task closed.")
+
+
+def close_refusal(task: TaskView) -> str | None:
+    if task.status != TaskStatus.OPEN:
+        return "This task is already closed."
+    return None
+
+
+def reopen_refusal(task: TaskView, *, page_here: bool, newer_open: int | None) -> str | None:
+    """Why a task cannot be reopened, or None. One open task per post: a newer one for
+    the same post must be closed first. A task of a Page that left this chat stays shut."""
+    if task.status == TaskStatus.OPEN:
+        return "This task is already open."
+    if task.merged_into_id is not None:
+        return f"This task was merged into #{task.merged_into_id}: work there."
+    if not page_here:
+        return "Not reopened: the Page is no longer connected to this chat."
+    if newer_open is not None:
+        return f"A newer task for this post is open (#{newer_open}): close it first."
+    return None
+
+
+def merge_refusal(
+    task: TaskView,
+    other: TaskView | None,
+    other_ref: int,
+    *,
+    other_in_chat: bool,
+    other_survivor: int | None,
+    task_survivor: int,
+) -> str | None:
+    """Why ``other`` cannot be merged into ``task``, or None. A task of another chat's
+    Pages is answered like one that does not exist: one chat never reaches another."""
+    if other is None or not other_in_chat:
+        return f"There is no task #{other_ref} among this chat's Pages."
+    if other.id == task.id or other_survivor == task.id:
+        return "That task is already this one."
+    if task_survivor == other.id:
+        return f"This task was merged into #{other.id}: merge there instead."
+    if task.status != TaskStatus.OPEN:
+        return "Reopen this task first: a closed task cannot take another one in."
+    return None
+
+
+def visible_tasks(tasks: Sequence[T], chat_pages: set[str], page_of: Callable[[T], str]) -> list[T]:
+    """What a contact card in a chat may list: tasks of the Pages connected there."""
+    return [t for t in tasks if page_of(t) in chat_pages]
+
+
+# --- where a staff answer goes -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CommentReply:
+    """``POST /{comment_id}/comments``."""
+
+    comment_id: str
+
+
+@dataclass(frozen=True)
+class MessengerSend:
+    """The Send API, to the person's page-scoped id."""
+
+    psid: str
+
+
+def answer_destination(task: TaskView, target: MessageView) -> CommentReply | MessengerSend:
+    """The channel belongs to the task: a Messenger task answers through the Send API,
+    a comment task under the comment (the top-level one: Facebook threads one deep)."""
+    if task.channel == Channel.MESSENGER:
+        return MessengerSend(target.author_fb_id or "")
+    return CommentReply(comment_reply_target(target))
 
 
 def comment_reply_target(target: MessageView) -> str:

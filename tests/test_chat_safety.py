@@ -61,13 +61,13 @@ def bot_messages(st: Stage, topic: int) -> list[dict[str, Any]]:
 
 
 def telegram_platform(st: Stage) -> TelegramPlatform:
-    platform = st.c.service.platforms["telegram"]
+    platform = st.c.parts.core.platforms["telegram"]
     assert isinstance(platform, TelegramPlatform)
     return platform
 
 
 def slack_platform(st: Stage) -> SlackPlatform:
-    platform = st.c.service.platforms["slack"]
+    platform = st.c.parts.core.platforms["slack"]
     assert isinstance(platform, SlackPlatform)
     return platform
 

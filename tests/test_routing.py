@@ -9,6 +9,7 @@ import pytest
 from bot import routing
 from bot.domain import CommentEvent, FbUser, MessengerEvent, PageInfo, PostInfo
 from bot.routing import MessageView, TaskView
+from bot.rules import content as rules_content
 from bot.templates import TaskTemplate
 
 PAGE = PageInfo("137542570280111", "Bottender Coffee")
@@ -135,7 +136,7 @@ def test_answer_target_of_a_reply_is_its_top_level_comment() -> None:
 
 def test_default_task_names_the_post_by_its_first_words_and_date() -> None:
     post = PostInfo(POST, "New autumn menu: pumpkin latte is back! Which one?", None, T0)
-    data = routing.additional_data(
+    data = rules_content.additional_data(
         page=PAGE,
         post=post,
         contact_name="Ann",
@@ -143,10 +144,10 @@ def test_default_task_names_the_post_by_its_first_words_and_date() -> None:
         first_message_at=T0,
         opened_at=T0,
     )
-    values = routing.template_values(
+    values = rules_content.template_values(
         page=PAGE, post=post, contact_name="Ann", first_text="hi", data=data
     )
-    content = routing.task_content(TaskTemplate(), values)
+    content = rules_content.task_content(TaskTemplate(), values)
     assert content.title == "New autumn menu: pumpkin latte is… · 2026-11-20"
     assert content.description == post.text
     assert content.additional_data == data
@@ -155,7 +156,7 @@ def test_default_task_names_the_post_by_its_first_words_and_date() -> None:
 
 
 def test_post_without_text_still_gets_a_title() -> None:
-    values = routing.template_values(
+    values = rules_content.template_values(
         page=PAGE, post=PostInfo(POST, "", None, None), contact_name="Ann", first_text="hi", data=""
     )
-    assert routing.task_content(TaskTemplate(), values).title == "Post 139560936755999"
+    assert rules_content.task_content(TaskTemplate(), values).title == "Post 139560936755999"

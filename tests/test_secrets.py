@@ -308,7 +308,7 @@ async def test_start_reseals_stored_tokens_under_the_first_key(
     assert not [r for r in caplog.records if "re-sealed" in r.getMessage()]
     async with connected.c.db.read() as s:
         page = await s.get(Page, PAGE_ID)
-    assert page is not None and connected.c.service.page_token(page) == PAGE_TOKEN
+    assert page is not None and connected.c.parts.core.page_token(page) == PAGE_TOKEN
 
 
 # --- log redaction --------------------------------------------------------------------------

@@ -390,7 +390,7 @@ async def test_slack_template_is_for_admins_and_validated(slack: Stage) -> None:
     await slack.slack_request(command("template", "task assignees <@W222|ines>"), form=True)
     await slack.settled()
     texts = [e["text"] for e in slack.slack.ephemeral[-3:]]
-    assert texts[0] == "Only workspace admins can run /template."
+    assert texts[0] == "Only workspace admins can change templates."
     assert texts[1].startswith("Nothing changed: unknown variable nope")
     assert texts[2].startswith("Saved.")
     await comment(slack, "c_1", ("u1", "Ann"), "Vegan?")

@@ -12,10 +12,11 @@ import pytest
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError
 
+from bot.assembly import assemble
+from bot.core.desk import StaffMessage
 from bot.crypto import TokenBox
 from bot.domain import CommentEvent, FbUser
 from bot.metrics import Metrics
-from bot.service import Service
 from bot.storage.db import Database
 from bot.storage.models import InboxItem, Message, OutboxJob, Page, Task
 from bot.storage.repositories import InboxRepository, OutboxRepository
@@ -119,13 +120,13 @@ async def test_fifty_concurrent_comments_make_one_task(db: Database) -> None:
     the partial unique index and the retry make them one task with fifty messages."""
     box = TokenBox("k")
     await add_page(db, box)
-    service = Service(db, None, {}, box, Metrics())
+    events = assemble(db, box, Metrics()).events
     now = datetime.now(UTC)
-    events = [
+    comments = [
         CommentEvent(PAGE_ID, POST, f"c{i}", POST, "add", FbUser(f"u{i}", f"User {i}"), "hi", now)
         for i in range(50)
     ]
-    await asyncio.gather(*(service.handle_facebook_event(ev) for ev in events))
+    await asyncio.gather(*(events.handle_event(ev) for ev in comments))
     async with db.read() as s:
         tasks = await s.scalar(select(func.count()).select_from(Task))
         messages = list(await s.scalars(select(Message.task_id)))
@@ -200,17 +201,18 @@ async def test_the_same_staff_message_handled_at_once_is_stored_once(db: Databas
                 state="relayed",
             )
         )
-    service = Service(db, None, {}, box, Metrics())
+    desk = assemble(db, box, Metrics()).desk
     results = await asyncio.gather(
         *(
-            service.staff_message(
-                platform="telegram",
-                chat_id="-100",
-                thread_id="7",
-                user_id="1",
-                text="Thanks!",
-                chat_message_id="10",
-                reply_to_chat_message_id=None,
+            desk.staff_message(
+                StaffMessage(
+                    platform="telegram",
+                    chat_id="-100",
+                    thread_id="7",
+                    user_id="1",
+                    text="Thanks!",
+                    chat_message_id="10",
+                )
             )
             for _ in range(5)
         )
@@ -281,8 +283,8 @@ async def test_prune_forgets_old_handled_rows_and_keeps_the_rest(db: Database) -
                     created_at=created,
                 )
             )
-    service = Service(db, None, {}, None, Metrics())
-    assert await service.prune(timedelta(days=7)) == (1, 1)
+    maintenance = assemble(db, None, Metrics()).maintenance
+    assert await maintenance.prune(timedelta(days=7)) == (1, 1)
     async with db.read() as s:
         keys = set(await s.scalars(select(InboxItem.dedupe_key)))
         states = sorted(await s.scalars(select(OutboxJob.state)))

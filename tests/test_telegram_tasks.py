@@ -390,8 +390,8 @@ async def test_catch_up_brings_missed_comments_once(connected: Stage) -> None:
     ):
         created = (now + timedelta(seconds=n)).strftime("%Y-%m-%dT%H:%M:%S+0000")
         connected.graph.add_comment(POST, cid, who, text, created, parent_id="c_1" if n else None)
-    assert await connected.c.service.catch_up() == 2
-    assert await connected.c.service.catch_up() == 0  # nothing twice
+    assert await connected.c.parts.maintenance.catch_up() == 2
+    assert await connected.c.parts.maintenance.catch_up() == 0  # nothing twice
     await connected.settled()
     assert relayed_lines(connected, topic) == ["Ann: hi", "Bo: missed", "↪ Ann: me too"]
     [call] = connected.graph.called("post_comments")[-1:]

@@ -108,9 +108,6 @@ class SlackPlatform:
     def __init__(self, client: AsyncWebClient) -> None:
         self.client = client
 
-    async def create_thread(self, chat_id: str, title: str) -> str | None:
-        return None  # the root message is the thread
-
     async def post_root(self, chat_id: str, thread_id: str | None, root: RootMessage) -> ThreadRef:
         resp = await call(
             "chat.postMessage",

@@ -68,7 +68,7 @@ class TelegramPlatform:
     def __init__(self, bot: Bot) -> None:
         self.bot = bot
 
-    async def create_thread(self, chat_id: str, title: str) -> str | None:
+    async def create_thread(self, chat_id: str, title: str) -> str:
         topic = await call(
             "createForumTopic",
             lambda: self.bot.create_forum_topic(

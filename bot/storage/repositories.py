@@ -36,11 +36,12 @@ def message_view(m: Message) -> MessageView:
         text=m.text,
         state=m.state,
         post_id=m.fb_post_id,
+        author_fb_id=m.author_fb_id,
     )
 
 
 def task_view(t: Task) -> TaskView:
-    return TaskView(id=t.id, status=t.status)
+    return TaskView(id=t.id, status=t.status, merged_into_id=t.merged_into_id, channel=t.channel)
 
 
 class PageRepository:
@@ -252,6 +253,25 @@ class QuickReplyRepository:
             select(QuickReply).where(QuickReply.page_id == page_id).order_by(QuickReply.name)
         )
         return list(rows)
+
+    async def get(self, s: AsyncSession, page_id: str, name: str) -> QuickReply | None:
+        return await s.get(QuickReply, (page_id, name))
+
+    async def put(self, s: AsyncSession, page_id: str, name: str, text: str) -> bool:
+        """Add or replace; True when it replaced one."""
+        row = await self.get(s, page_id, name)
+        if row is not None:
+            row.text = text
+            return True
+        s.add(QuickReply(page_id=page_id, name=name, text=text))
+        return False
+
+    async def remove(self, s: AsyncSession, page_id: str, name: str) -> bool:
+        row = await self.get(s, page_id, name)
+        if row is None:
+            return False
+        await s.delete(row)
+        return True
 
 
 class InboxRepository:

@@ -1,0 +1,339 @@
+"""The staff desk: what staff do in a task's thread. Answers (typed, chosen in a dialog or
+quick replies), internal notes, close and reopen, merging tasks, edits of answers."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot import routing
+from bot.core.context import NOT_HERE, Core
+from bot.domain import Direction, MessageState, PageInfo, PostInfo, TaskStatus
+from bot.jobs.kinds import ChatNotice, FbAnswer, NoticeInTask, ShowAnswer, ThreadState
+from bot.rules.content import template_values
+from bot.storage.models import Message, Task, utcnow
+from bot.storage.repositories import message_view, task_view
+from bot.templates import render
+
+log = logging.getLogger(__name__)
+
+EDITS_NOT_SENT = (
+    "Edits are not sent to Facebook: the customer still sees the first text. "
+    "Send a new message to correct it."
+)
+DELETE_NOT_SENT = "Deleted in {chat} only: the answer stays on Facebook."
+
+
+@dataclass(frozen=True)
+class StaffMessage:
+    """A message a staff member wrote in a task's thread, as the edge saw it."""
+
+    platform: str
+    chat_id: str
+    thread_id: str
+    user_id: str
+    text: str
+    chat_message_id: str
+    reply_to_chat_message_id: str | None = None
+    command_prefixes: str = "/"
+
+
+@dataclass(frozen=True)
+class InTask:
+    """What became of a staff message in a task: for commands, the caller runs them."""
+
+    task_id: int
+    decision: routing.StaffDecision
+
+
+class StaffDesk:
+    def __init__(self, core: Core) -> None:
+        self.core = core
+
+    async def staff_message(self, m: StaffMessage) -> InTask | None:
+        """None when the thread is not a task's, or the message was handled already."""
+        repo = self.core.repo
+        try:
+            async with self.core.tx() as s:
+                task = await repo.tasks.by_thread(s, m.platform, m.chat_id, m.thread_id)
+                if task is None:
+                    return None
+                if await repo.messages.by_chat_id(s, task.id, m.chat_message_id) is not None:
+                    return None  # this update was already handled
+                explicit = (
+                    await repo.messages.by_chat_id(s, task.id, m.reply_to_chat_message_id)
+                    if m.reply_to_chat_message_id
+                    else None
+                )
+                latest = await repo.messages.latest_customer(s, task.id)
+                decision = routing.route_staff_message(
+                    m.text,
+                    explicit_target=message_view(explicit) if explicit else None,
+                    latest_customer=message_view(latest) if latest else None,
+                    command_prefixes=m.command_prefixes,
+                    page_here=await self.core.page_here(s, task),
+                )
+                match decision:
+                    case routing.Internal(note):
+                        s.add(
+                            Message(
+                                task_id=task.id,
+                                direction=Direction.NOTE,
+                                staff_user_id=m.user_id,
+                                text=note,
+                                chat_message_id=m.chat_message_id,
+                                state=MessageState.INTERNAL,
+                            )
+                        )
+                    case routing.Answer(target, answer):
+                        await self._answer(
+                            s, task, target, answer, m.user_id, m.chat_message_id, shown_as=None
+                        )
+                    case routing.Refuse(reason):
+                        self.core.notice(
+                            s,
+                            ChatNotice(
+                                m.platform,
+                                m.chat_id,
+                                f"Not sent to Facebook: {reason}.",
+                                thread_id=m.thread_id,
+                                reply_to=m.chat_message_id,
+                            ),
+                        )
+                return InTask(task.id, decision)
+        except IntegrityError:
+            # the same chat message, stored a moment ago by another replica
+            log.info(
+                "staff message handled by another worker",
+                extra={"chat_message_id": m.chat_message_id},
+            )
+            return None
+
+    def _queue_answer(
+        self,
+        s: AsyncSession,
+        task: Task,
+        target: routing.MessageView,
+        text: str,
+        user_id: str,
+        chat_message_id: str | None,
+    ) -> Message:
+        msg = Message(
+            task_id=task.id,
+            direction=Direction.STAFF,
+            staff_user_id=user_id,
+            text=text,
+            answers_message_id=target.id,
+            chat_message_id=chat_message_id,
+            state=MessageState.PENDING,
+        )
+        s.add(msg)
+        return msg
+
+    async def _answer(
+        self,
+        s: AsyncSession,
+        task: Task,
+        target: routing.MessageView,
+        text: str,
+        user_id: str,
+        chat_message_id: str | None,
+        *,
+        shown_as: str | None,
+    ) -> None:
+        """Store an answer and queue it to Facebook; ``shown_as``: also show it in the
+        thread (it was written elsewhere), signed with that name."""
+        msg = self._queue_answer(s, task, target, text, user_id, chat_message_id)
+        await s.flush()
+        if shown_as is not None:
+            self.core.add_job(s, task, ShowAnswer(task.id, msg.id, by=shown_as))
+        self.core.add_job(s, task, FbAnswer(task.id, msg.id))
+
+    async def answer_message(self, message_id: int, text: str, user_id: str) -> None:
+        """Answer one customer message chosen in the chat's UI (Slack's Reply button). The
+        answer is also shown in the thread, where its delivery mark goes."""
+        async with self.core.tx() as s:
+            target = await self.core.repo.messages.get(s, message_id)
+            if target is None or target.direction != Direction.CUSTOMER or not text.strip():
+                return
+            task = await self.core.repo.tasks.get(s, target.task_id)
+            assert task is not None
+            if not await self.core.page_here(s, task):
+                self.core.add_job(s, task, NoticeInTask(task.id, f"Not sent: {NOT_HERE}"))
+                return
+            await self._answer(
+                s, task, message_view(target), text.strip(), user_id, None, shown_as=f"<@{user_id}>"
+            )
+
+    async def say_in_task(
+        self,
+        task_id: int,
+        text: str,
+        *,
+        choices: tuple[tuple[str, str], ...] = (),
+        reply_to: str | None = None,
+    ) -> None:
+        async with self.core.tx() as s:
+            task = await self.core.repo.tasks.get(s, task_id)
+            if task is not None:
+                self.core.add_job(s, task, NoticeInTask(task.id, text, reply_to, choices))
+
+    async def close_task(self, task_id: int) -> str:
+        async with self.core.tx() as s:
+            task = await self.core.repo.tasks.get(s, task_id)
+            assert task is not None
+            refusal = routing.close_refusal(task_view(task))
+            if refusal is not None:
+                return refusal
+            task.status = TaskStatus.CLOSED
+            task.closed_at = utcnow()
+            self.core.add_job(s, task, ThreadState(task.id))
+        return "Task closed. The next comment on this post opens a new task."
+
+    async def reopen_task(self, task_id: int) -> str:
+        repo = self.core.repo
+        try:
+            async with self.core.tx() as s:
+                task = await repo.tasks.get(s, task_id)
+                assert task is not None
+                newer = (
+                    await repo.tasks.open_for_post(s, task.page_id, task.post_id)
+                    if task.post_id is not None and task.status != TaskStatus.OPEN
+                    else None
+                )
+                refusal = routing.reopen_refusal(
+                    task_view(task),
+                    page_here=await self.core.page_here(s, task),
+                    newer_open=newer.id if newer is not None else None,
+                )
+                if refusal is not None:
+                    return refusal
+                task.status = TaskStatus.OPEN
+                task.closed_at = None
+                self.core.add_job(s, task, ThreadState(task.id))
+        except IntegrityError:
+            return "A newer task for this post is open: close it first."
+        return "Task reopened."
+
+    async def quick_names(self, task_id: int) -> list[str]:
+        async with self.core.db.read() as s:
+            task = await self.core.repo.tasks.get(s, task_id)
+            if task is None:
+                return []
+            return [q.name for q in await self.core.repo.quick.list(s, task.page_id)]
+
+    async def send_quick(
+        self,
+        task_id: int,
+        name: str,
+        *,
+        user_id: str,
+        by: str,
+        chat_message_id: str | None = None,
+        chat: tuple[str, str] | None = None,
+    ) -> str | None:
+        """Send a quick reply like a staff answer, to the latest customer message, with the
+        template variables filled in. ``chat``: where the person clicked, when the task
+        number came from a button. Returns a reason when it cannot."""
+        repo = self.core.repo
+        async with self.core.tx() as s:
+            task = await repo.tasks.get(s, task_id)
+            if task is None or (chat is not None and chat != (task.chat_platform, task.chat_id)):
+                return "This task is gone."
+            if not await self.core.page_here(s, task):
+                return NOT_HERE
+            quick = await repo.quick.get(s, task.page_id, name)
+            if quick is None:
+                names = ", ".join(q.name for q in await repo.quick.list(s, task.page_id))
+                return f"No quick reply {name!r}. Known: {names or 'none yet (/quick add)'}."
+            target = await repo.messages.latest_customer(s, task.id)
+            if target is None:
+                return "There is no customer message in this task to answer."
+            page = await repo.pages.get(s, task.page_id)
+            assert page is not None
+            row = await repo.posts.get(s, task.post_id) if task.post_id else None
+            post = (
+                PostInfo(row.id, row.message, row.permalink_url, row.created_time) if row else None
+            )
+            values = template_values(
+                page=PageInfo(page.id, page.name),
+                post=post,
+                contact_name=target.author_name,
+                first_text=target.text,
+                data=task.additional_data,
+            )
+            text = render(quick.text, values).strip()
+            await self._answer(
+                s,
+                task,
+                message_view(target),
+                text,
+                user_id,
+                chat_message_id,
+                shown_as=by if chat_message_id is None else None,
+            )
+        return None
+
+    async def merge_tasks(self, task_id: int, other_ref: str) -> str:
+        """The other task joins this one: its later messages come here; answers still go to
+        the comment or conversation they answer."""
+        try:
+            other_id = int(other_ref.lstrip("#"))
+        except ValueError:
+            return "Usage: /merge <task number> (the # in a task's root message)"
+        repo = self.core.repo
+        async with self.core.tx() as s:
+            task = await repo.tasks.get(s, task_id)
+            assert task is not None
+            other = await repo.tasks.get(s, other_id)
+            here = await self.core.chat_pages(s, task.chat_platform, task.chat_id)
+            refusal = routing.merge_refusal(
+                task_view(task),
+                task_view(other) if other else None,
+                other_id,
+                other_in_chat=other is not None and other.page_id in here,
+                other_survivor=(await repo.tasks.surviving(s, other)).id if other else None,
+                task_survivor=(await repo.tasks.surviving(s, task)).id,
+            )
+            if refusal is not None:
+                return refusal
+            assert other is not None
+            other.merged_into_id = task.id
+            other.status = TaskStatus.MERGED
+            other.closed_at = utcnow()
+            note = f"Merged into task #{task.id}: later messages of this task go there."
+            self.core.add_job(s, other, NoticeInTask(other.id, note))
+            self.core.add_job(s, other, ThreadState(other.id))
+            return f"Task #{other.id} ({other.title}) merged into this one."
+
+    async def staff_changed(
+        self, platform: str, chat_id: str, thread_id: str, chat_message_id: str, *, deleted: bool
+    ) -> None:
+        """Facebook keeps what was sent: when a delivered answer is edited or deleted in the
+        chat, the thread says so."""
+        async with self.core.tx() as s:
+            task = await self.core.repo.tasks.by_thread(s, platform, chat_id, thread_id)
+            if task is None:
+                return
+            msg = await self.core.repo.messages.by_chat_id(s, task.id, chat_message_id)
+            if msg is None or msg.direction != Direction.STAFF:
+                return
+            if msg.state != MessageState.DELIVERED:
+                return
+            text = DELETE_NOT_SENT.format(chat=platform.title()) if deleted else EDITS_NOT_SENT
+            reply_to = None if deleted else chat_message_id
+            self.core.notice(
+                s, ChatNotice(platform, chat_id, text, thread_id=thread_id, reply_to=reply_to)
+            )
+
+    async def task_thread(self, task_id: int, platform: str, chat_id: str) -> str | None:
+        """The thread of a task named by a button clicked in this chat; None when that task
+        is not this chat's (a button never reaches another chat's task)."""
+        async with self.core.db.read() as s:
+            task = await self.core.repo.tasks.get(s, task_id)
+        if task is None or (task.chat_platform, task.chat_id) != (platform, chat_id):
+            return None
+        return task.thread_id

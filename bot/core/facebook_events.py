@@ -1,0 +1,359 @@
+"""Facebook events in: comments, direct messages, removed posts. Each is routed by
+``bot.routing`` against the stored state and carried out in one transaction.
+
+Network reads (post text, profiles) happen before a write transaction opens, so that no
+transaction waits on Facebook.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot import routing
+from bot.core.context import Core
+from bot.domain import (
+    Channel,
+    CommentEvent,
+    Direction,
+    FacebookEvent,
+    MessageState,
+    MessengerEvent,
+    PageInfo,
+    PostInfo,
+    PostRemovedEvent,
+    TaskStatus,
+)
+from bot.errors import DeliveryError
+from bot.fb.webhook import MalformedDelivery, parse_delivery
+from bot.jobs.kinds import NoticeInTask, OpenThread, Refresh, Relay, ThreadState
+from bot.rules.content import additional_data, task_content, template_values
+from bot.storage.models import Contact, InboxItem, Message, Page, Post, Task, utcnow
+from bot.storage.repositories import message_view, task_view
+from bot.templates import ContactTemplate, TaskTemplate
+
+log = logging.getLogger(__name__)
+
+
+class FacebookEvents:
+    def __init__(self, core: Core) -> None:
+        self.core = core
+
+    async def handle_item(self, item: InboxItem) -> None:
+        try:
+            body = json.loads(item.payload)
+            events = parse_delivery(body)
+        except (ValueError, MalformedDelivery) as e:
+            log.warning("stored Facebook delivery is not usable", extra={"error": str(e)})
+            return
+        for ev in events:
+            await self.handle_event(ev)
+
+    async def handle_event(self, ev: FacebookEvent) -> None:
+        async with self.core.db.read() as s:
+            page = await self.core.repo.pages.get(s, ev.page_id)
+        if page is None or not page.active:
+            log.info("event for a page that is not connected", extra={"page_id": ev.page_id})
+            return
+        if isinstance(ev, CommentEvent):
+            await self.comment(page, ev)
+        elif isinstance(ev, MessengerEvent):
+            await self._direct_message(page, ev)
+        elif isinstance(ev, PostRemovedEvent):
+            await self._post_removed(page, ev)
+
+    async def _post_info(self, page: Page, post_id: str) -> PostInfo:
+        """The post, read from the Graph API once and kept."""
+        async with self.core.db.read() as s:
+            row = await self.core.repo.posts.get(s, post_id)
+        if row is not None:
+            return PostInfo(row.id, row.message, row.permalink_url, row.created_time)
+        info: PostInfo
+        error: str | None = None
+        try:
+            if self.core.graph is None:
+                raise DeliveryError("Facebook is not configured", retryable=False)
+            info = await self.core.graph.post(post_id, self.core.page_token(page))
+        except DeliveryError as e:
+            log.warning("post text not available", extra={"post_id": post_id, "reason": e.reason})
+            info = PostInfo(post_id, "", None, None)
+            error = e.reason
+        try:
+            async with self.core.tx() as s:
+                if await self.core.repo.posts.get(s, post_id) is None:
+                    s.add(
+                        Post(
+                            id=post_id,
+                            page_id=page.id,
+                            message=info.text,
+                            permalink_url=info.url,
+                            created_time=info.created_time,
+                            fetch_error=error,
+                        )
+                    )
+        except IntegrityError:
+            pass  # another worker stored the same post first; both read the same text
+        return info
+
+    async def _profile(self, page: Page, fb_id: str, name: str | None) -> tuple[str, str | None]:
+        """Name and picture for a new contact; the webhook's name wins, Graph fills gaps."""
+        async with self.core.db.read() as s:
+            known = await self.core.repo.contacts.by_fb_id(s, fb_id)
+        if known is not None:
+            return name or known.name, known.picture_url
+        picture = None
+        if self.core.graph is not None:
+            try:
+                g_name, picture = await self.core.graph.profile(fb_id, self.core.page_token(page))
+                name = name or g_name
+            except DeliveryError as e:
+                log.info("profile not readable", extra={"reason": e.reason})
+        return name or f"Facebook user {fb_id}", picture
+
+    async def _find_or_create_contact(
+        self, s: AsyncSession, fb_id: str, name: str, picture: str | None, page_id: str
+    ) -> Contact:
+        contact = await self.core.repo.contacts.by_fb_id(s, fb_id)
+        if contact is None:
+            body = await self.core.repo.templates.get(s, page_id, "contact") or {}
+            fields = ContactTemplate.from_json(body).new_contact_fields()
+            contact = Contact(fb_id=fb_id, name=name, picture_url=picture, fields=fields)
+            s.add(contact)
+            await s.flush()
+        else:
+            if name and not name.startswith("Facebook user ") and contact.name != name:
+                contact.name = name
+            if picture and not contact.picture_url:
+                contact.picture_url = picture
+        return contact
+
+    async def _template(self, s: AsyncSession, page_id: str) -> TaskTemplate:
+        body = await self.core.repo.templates.get(s, page_id, "task")
+        return TaskTemplate.from_json(body) if body else TaskTemplate()
+
+    async def comment(self, page: Page, ev: CommentEvent) -> None:
+        pageinfo = PageInfo(page.id, page.name)
+        customer = ev.verb == "add" and ev.author.id != page.id
+        post = await self._post_info(page, ev.post_id) if customer else None
+        name, picture = (
+            await self._profile(page, ev.author.id, ev.author.name) if customer else ("", None)
+        )
+        by_page = ev.author.id == page.id
+
+        def message() -> Message:
+            return Message(
+                direction=Direction.PAGE if by_page else Direction.CUSTOMER,
+                fb_id=ev.comment_id,
+                fb_parent_id=ev.parent_id,
+                fb_post_id=ev.post_id,
+                author_fb_id=ev.author.id,
+                author_name=page.name if by_page else name,
+                text=ev.text,
+                state=MessageState.PENDING,
+                created_at=ev.created_time,
+            )
+
+        async def find_open(s: AsyncSession) -> Task | None:
+            return await self.core.repo.tasks.open_for_post(s, page.id, ev.post_id)
+
+        await self._store_event(
+            page,
+            fb_id=ev.comment_id,
+            find_open=find_open,
+            by_page=by_page,
+            route=lambda **views: routing.route_comment(ev, pageinfo, **views),
+            message=message,
+            post=post,
+            contact_args=(ev.author.id, name, picture),
+            channel=Channel.COMMENTS,
+            post_id=ev.post_id,
+            first_at=ev.created_time,
+        )
+
+    async def _store_event(
+        self,
+        page: Page,
+        *,
+        fb_id: str,
+        find_open: Callable[[AsyncSession], Awaitable[Task | None]],
+        by_page: bool,
+        route: Callable[..., routing.CommentDecision],
+        message: Callable[[], Message],
+        post: PostInfo | None,
+        contact_args: tuple[str, str, str | None],
+        channel: str,
+        post_id: str | None,
+        first_at: datetime,
+    ) -> None:
+        """Load the views, let routing decide, carry it out; all in one transaction."""
+        for attempt in range(3):
+            try:
+                async with self.core.tx() as s:
+                    known = await self.core.repo.messages.by_fb_id(s, fb_id)
+                    open_task = await find_open(s)
+                    unconfirmed: list[Message] = []
+                    if by_page and open_task is not None:
+                        repo = self.core.repo
+                        unconfirmed = await repo.messages.unconfirmed_answers(s, open_task.id)
+                    decision = route(
+                        known=message_view(known) if known else None,
+                        open_task=task_view(open_task) if open_task else None,
+                        unconfirmed_answers=[message_view(m) for m in unconfirmed],
+                    )
+                    await self._apply(
+                        s,
+                        decision,
+                        page=page,
+                        post=post,
+                        contact_args=contact_args,
+                        message=message(),
+                        channel=channel,
+                        post_id=post_id,
+                        first_at=first_at,
+                    )
+                return
+            except IntegrityError:
+                # Another worker opened the task (or stored this message) first: the next
+                # attempt sees its row and joins it.
+                log.info("concurrent write, retrying", extra={"attempt": attempt})
+        raise RuntimeError(f"{fb_id} could not be stored after 3 attempts")
+
+    async def _direct_message(self, page: Page, ev: MessengerEvent) -> None:
+        pageinfo = PageInfo(page.id, page.name)
+        customer_id = ev.recipient_id if ev.is_echo else ev.sender_id
+        name, picture = (
+            await self._profile(page, customer_id, None) if not ev.is_echo else ("", None)
+        )
+
+        def message() -> Message:
+            return Message(
+                direction=Direction.PAGE if ev.is_echo else Direction.CUSTOMER,
+                fb_id=ev.mid,
+                author_fb_id=ev.sender_id,
+                author_name=page.name if ev.is_echo else name,
+                text=ev.text,
+                state=MessageState.PENDING,
+                created_at=ev.timestamp,
+            )
+
+        async def find_open(s: AsyncSession) -> Task | None:
+            contact = await self.core.repo.contacts.by_fb_id(s, customer_id)
+            if contact is None:
+                return None
+            return await self.core.repo.tasks.open_for_dm(s, page.id, contact.id)
+
+        await self._store_event(
+            page,
+            fb_id=ev.mid,
+            find_open=find_open,
+            by_page=ev.is_echo,
+            route=lambda **views: routing.route_direct_message(ev, pageinfo, **views),
+            message=message,
+            post=None,
+            contact_args=(customer_id, name, picture),
+            channel=Channel.MESSENGER,
+            post_id=None,
+            first_at=ev.timestamp,
+        )
+
+    async def _apply(
+        self,
+        s: AsyncSession,
+        decision: routing.CommentDecision,
+        *,
+        page: Page,
+        post: PostInfo | None,
+        contact_args: tuple[str, str, str | None],
+        message: Message,
+        channel: str,
+        post_id: str | None,
+        first_at: datetime,
+    ) -> None:
+        match decision:
+            case routing.Ignore(reason):
+                log.debug("event ignored", extra={"reason": reason})
+            case routing.BindEcho(message_id):
+                row = await self.core.repo.messages.get(s, message_id)
+                if row is not None:
+                    row.fb_id = message.fb_id
+            case routing.MarkRelayed(message_id, fb_status, text):
+                row = await self.core.repo.messages.get(s, message_id)
+                if row is None:
+                    return
+                row.fb_status = None if fb_status == "visible" else fb_status
+                if text is not None:
+                    row.text = text
+                task = await self.core.repo.tasks.get(s, row.task_id)
+                if task is not None and row.chat_message_id is not None:
+                    self.core.add_job(s, task, Refresh(task.id, row.id))
+            case routing.JoinTask(task_id, _as_page):
+                task = await self.core.repo.tasks.get(s, task_id)
+                assert task is not None
+                task = await self.core.repo.tasks.surviving(s, task)
+                if message.direction != Direction.PAGE:
+                    fb_id, name, picture = contact_args
+                    await self._find_or_create_contact(s, fb_id, name, picture, page.id)
+                message.task_id = task.id
+                s.add(message)
+                await s.flush()
+                self.core.add_job(s, task, Relay(task.id, message.id))
+            case routing.OpenTask():
+                fb_id, name, picture = contact_args
+                contact = await self._find_or_create_contact(s, fb_id, name, picture, page.id)
+                pageinfo = PageInfo(page.id, page.name)
+                opened = datetime.now(UTC)
+                data = additional_data(
+                    page=pageinfo,
+                    post=post,
+                    contact_name=contact.name,
+                    contact_fb_id=contact.fb_id,
+                    first_message_at=first_at,
+                    opened_at=opened,
+                )
+                values = template_values(
+                    page=pageinfo,
+                    post=post,
+                    contact_name=contact.name,
+                    first_text=message.text,
+                    data=data,
+                )
+                content = task_content(await self._template(s, page.id), values)
+                task = Task(
+                    page_id=page.id,
+                    channel=channel,
+                    post_id=post_id,
+                    contact_id=contact.id,
+                    status=TaskStatus.OPEN,
+                    title=content.title,
+                    root_text=content.description,
+                    additional_data=content.additional_data,
+                    chat_platform=page.chat_platform,
+                    chat_id=page.chat_id,
+                    created_at=opened,
+                    assignees=list(content.assignees),
+                    tags=list(content.tags),
+                )
+                s.add(task)
+                await s.flush()
+                message.task_id = task.id
+                s.add(message)
+                await s.flush()
+                self.core.add_job(s, task, OpenThread(task.id))
+                self.core.add_job(s, task, Relay(task.id, message.id))
+                self.core.metrics.tasks_opened.inc()
+
+    async def _post_removed(self, page: Page, ev: PostRemovedEvent) -> None:
+        async with self.core.tx() as s:
+            task = await self.core.repo.tasks.open_for_post(s, page.id, ev.post_id)
+            decision = routing.route_post_removed(task_view(task) if task else None)
+            if task is None or not isinstance(decision, routing.CloseTask):
+                return
+            task.status = TaskStatus.CLOSED
+            task.closed_at = utcnow()
+            self.core.add_job(s, task, NoticeInTask(task.id, decision.note))
+            self.core.add_job(s, task, ThreadState(task.id))

@@ -1,0 +1,90 @@
+"""Staff answers to Facebook: posted once, and looked for before they are posted again."""
+
+from __future__ import annotations
+
+import logging
+
+from bot import routing
+from bot.core.context import Core
+from bot.domain import MessageState
+from bot.errors import DeliveryError
+from bot.jobs.kinds import FbAnswer, MarkDelivered
+from bot.jobs.runner import JobRunner
+from bot.storage.models import OutboxJob, Task
+from bot.storage.repositories import message_view, task_view
+
+log = logging.getLogger(__name__)
+
+
+class FacebookJobs:
+    def __init__(self, core: Core) -> None:
+        self.core = core
+
+    def register(self, runner: JobRunner) -> None:
+        runner.register(FbAnswer, self.answer)
+
+    async def answer(self, job: FbAnswer, row: OutboxJob) -> None:
+        repo = self.core.repo
+        async with self.core.db.read() as s:
+            msg = await repo.messages.get(s, job.message_id)
+            if msg is None or msg.state == MessageState.DELIVERED:
+                return
+            task = await repo.tasks.get(s, msg.task_id)
+            target = (
+                await repo.messages.get(s, msg.answers_message_id)
+                if msg.answers_message_id
+                else None
+            )
+            page = await repo.pages.get(s, task.page_id) if task else None
+        if msg.fb_id is not None:
+            # the webhook's echo of this answer came back before Facebook's answer to our
+            # POST (or after an unclear failure): it is on Facebook, say so once
+            if task is not None:
+                await self.delivered(task, msg.id, msg.fb_id)
+            return
+        if task is None or target is None or page is None or target.fb_id is None:
+            raise DeliveryError("the message it answers is gone", retryable=False)
+        graph = self.core.graph
+        if graph is None:
+            raise DeliveryError("Facebook is not configured", retryable=False)
+        token = self.core.page_token(page)
+        to = routing.answer_destination(task_view(task), message_view(target))
+        if msg.state == MessageState.SENDING or row.attempts > 0:
+            # An earlier try may have reached Facebook and still failed here (a timeout,
+            # a dropped connection, a 5xx after the write): look before sending again.
+            if isinstance(to, routing.MessengerSend):
+                found = await graph.find_sent_message(page.id, to.psid, msg.text, token)
+            else:
+                found = await graph.find_comment_reply(to.comment_id, page.id, msg.text, token)
+            async with self.core.db.read() as s:
+                taken = await repo.messages.by_fb_id(s, found) if found else None
+            if found and taken is None:
+                log.info("answer found on Facebook, not sent again", extra={"message_id": msg.id})
+                await self.delivered(task, msg.id, found)
+                return
+        if msg.state != MessageState.SENDING:
+            async with self.core.tx() as s:
+                sending = await repo.messages.get(s, msg.id)
+                assert sending is not None
+                sending.state = MessageState.SENDING
+        if isinstance(to, routing.MessengerSend):
+            fb_id = await graph.send_message(to.psid, msg.text, token)
+        else:
+            fb_id = await graph.reply_to_comment(to.comment_id, msg.text, token)
+        await self.delivered(task, msg.id, fb_id)
+
+    async def delivered(self, task: Task, message_id: int, fb_id: str | None) -> None:
+        async with self.core.tx() as s:
+            row = await self.core.repo.messages.get(s, message_id)
+            assert row is not None
+            if row.state == MessageState.DELIVERED:
+                return
+            clash = await self.core.repo.messages.by_fb_id(s, fb_id) if fb_id else None
+            if fb_id and (clash is None or clash.id == row.id):
+                row.fb_id = fb_id
+            row.state = MessageState.DELIVERED
+            row.error = None
+            # queued even before the answer's chat copy exists (Slack's Reply modal): the
+            # copy is queued earlier in the same lane, so it is there when this runs
+            self.core.add_job(s, task, MarkDelivered(task.id, row.id))
+        self.core.metrics.answers.labels("delivered").inc()
