@@ -10,6 +10,7 @@ from bot import routing
 from bot.domain import CommentEvent, FbUser, MessengerEvent, PageInfo, PostInfo
 from bot.routing import MessageView, TaskView
 from bot.rules import content as rules_content
+from bot.rules.access import Actor, binding_refusal, may_bind_page, may_manage_page
 from bot.templates import TaskTemplate
 
 PAGE = PageInfo("137542570280111", "Bottender Coffee")
@@ -160,3 +161,111 @@ def test_post_without_text_still_gets_a_title() -> None:
         page=PAGE, post=PostInfo(POST, "", None, None), contact_name="Ann", first_text="hi", data=""
     )
     assert rules_content.task_content(TaskTemplate(), values).title == "Post 139560936755999"
+
+
+# --- a task's life and where answers go (rules that moved in from the service) -------------
+
+OPEN = TaskView(1, "open")
+CLOSED = TaskView(1, "closed")
+
+
+def test_a_removed_post_closes_its_open_task_and_nothing_else() -> None:
+    assert routing.route_post_removed(OPEN) == routing.CloseTask(
+        "The post was removed on Facebook: task closed."
+    )
+    assert isinstance(routing.route_post_removed(None), routing.Ignore)
+
+
+def test_close_and_reopen_refusals() -> None:
+    assert routing.close_refusal(OPEN) is None
+    assert routing.close_refusal(CLOSED) == "This task is already closed."
+    assert routing.reopen_refusal(CLOSED, page_here=True, newer_open=None) is None
+    assert routing.reopen_refusal(OPEN, page_here=True, newer_open=None) == (
+        "This task is already open."
+    )
+    merged = TaskView(1, "merged", merged_into_id=7)
+    assert routing.reopen_refusal(merged, page_here=True, newer_open=None) == (
+        "This task was merged into #7: work there."
+    )
+    assert "no longer connected" in (
+        routing.reopen_refusal(CLOSED, page_here=False, newer_open=None) or ""
+    )
+    assert routing.reopen_refusal(CLOSED, page_here=True, newer_open=9) == (
+        "A newer task for this post is open (#9): close it first."
+    )
+
+
+@pytest.mark.parametrize(
+    ("other", "in_chat", "other_survivor", "task_survivor", "task", "expected"),
+    [
+        (None, False, None, 1, OPEN, "There is no task #5 among this chat's Pages."),
+        (TaskView(5, "open"), False, 5, 1, OPEN, "There is no task #5 among this chat's Pages."),
+        (TaskView(1, "open"), True, 1, 1, OPEN, "That task is already this one."),
+        (TaskView(5, "merged"), True, 1, 1, OPEN, "That task is already this one."),
+        (TaskView(5, "open"), True, 5, 5, OPEN, "This task was merged into #5: merge there"),
+        (TaskView(5, "open"), True, 5, 1, CLOSED, "Reopen this task first"),
+        (TaskView(5, "open"), True, 5, 1, OPEN, None),
+    ],
+)
+def test_merge_refusals(
+    other: TaskView | None,
+    in_chat: bool,
+    other_survivor: int | None,
+    task_survivor: int,
+    task: TaskView,
+    expected: str | None,
+) -> None:
+    refusal = routing.merge_refusal(
+        task,
+        other,
+        5,
+        other_in_chat=in_chat,
+        other_survivor=other_survivor,
+        task_survivor=task_survivor,
+    )
+    if expected is None:
+        assert refusal is None
+    else:
+        assert refusal is not None and refusal.startswith(expected)
+
+
+def test_a_contact_card_sees_only_the_chats_pages() -> None:
+    tasks = [("t1", "page-a"), ("t2", "page-b"), ("t3", "page-a")]
+    assert routing.visible_tasks(tasks, {"page-a"}, lambda t: t[1]) == [
+        ("t1", "page-a"),
+        ("t3", "page-a"),
+    ]
+
+
+def test_an_answer_goes_where_the_tasks_channel_is() -> None:
+    reply = MessageView(1, "customer", "c2", "c1", "hi", "relayed", POST, author_fb_id="u1")
+    top = MessageView(2, "customer", "c1", POST, "hi", "relayed", POST, author_fb_id="u1")
+    # comments: under the top-level comment (Facebook threads one level deep)
+    assert routing.answer_destination(OPEN, reply) == routing.CommentReply("c1")
+    assert routing.answer_destination(OPEN, top) == routing.CommentReply("c1")
+    dm = MessageView(3, "customer", "m_1", None, "hi", "relayed", None, author_fb_id="psid-9")
+    messenger = TaskView(2, "open", channel="messenger")
+    assert routing.answer_destination(messenger, dm) == routing.MessengerSend("psid-9")
+
+
+def test_a_staff_answer_is_refused_once_the_page_left_the_chat() -> None:
+    decision = routing.route_staff_message(
+        "Hello", explicit_target=None, latest_customer=msg(), page_here=False
+    )
+    assert decision == routing.Refuse("the Page is no longer connected to this chat")
+
+
+def test_who_may_bind_and_manage_a_page() -> None:
+    stranger = Actor("telegram", "66", is_operator=False, is_chat_admin=True)
+    operator = Actor("telegram", "1", is_operator=True, is_chat_admin=False)
+    member = Actor("telegram", "2", is_operator=False, is_chat_admin=False)
+    assert not may_bind_page(stranger, connected_here=False)  # admin of their own group
+    assert may_bind_page(stranger, connected_here=True)  # reconnect where it is
+    assert may_bind_page(operator, connected_here=False)
+    assert not may_bind_page(member, connected_here=True)
+    assert may_manage_page(stranger) and may_manage_page(operator)
+    assert not may_manage_page(member)
+    refusal = binding_refusal(stranger)
+    assert "telegram:66" in refusal and "BOT_ADMINS" in refusal
+    anonymous = Actor("telegram", "", is_operator=False, is_chat_admin=True, anonymous=True)
+    assert "anonymously" in binding_refusal(anonymous)

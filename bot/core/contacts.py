@@ -6,7 +6,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import routing
 from bot.core.context import Core
-from bot.domain import Channel
+from bot.domain import Channel, TaskStatus
 from bot.ports import ThreadLinks, ThreadRef
 from bot.storage.models import Contact, Task
 
@@ -58,7 +58,7 @@ class ContactCards:
             platform = self.core.platforms.get(t.chat_platform)
             if isinstance(platform, ThreadLinks) and t.thread_id and t.root_message_id:
                 link = platform.thread_link(t.chat_id, ThreadRef(t.thread_id, t.root_message_id))
-            status = "merged" if t.merged_into_id else t.status
+            status = TaskStatus.MERGED if t.merged_into_id else t.status
             lines.append(f"• #{t.id} {status}: {t.title} ({where})" + (f" {link}" if link else ""))
         return "\n".join(lines)
 
