@@ -40,6 +40,8 @@ class Settings(BaseSettings):
     fb_access_token: SecretStr | None = None
     fb_graph_url: str = "https://graph.facebook.com"
     fb_api_version: str = "v26.0"
+    fb_app_id: str | None = None
+    fb_login_url: str = "https://www.facebook.com"
 
     telegram_bot_token: SecretStr | None = None
     telegram_api_url: str = "https://api.telegram.org"
@@ -65,6 +67,7 @@ class Settings(BaseSettings):
     @field_validator(
         "public_url",
         "secret_key",
+        "fb_app_id",
         "fb_app_secret",
         "fb_verify_token",
         "fb_access_token",
@@ -87,7 +90,9 @@ class Settings(BaseSettings):
             raise ValueError("must start with sqlite+aiosqlite:// or postgresql+asyncpg://")
         return v
 
-    @field_validator("public_url", "fb_graph_url", "telegram_api_url", "slack_api_url")
+    @field_validator(
+        "public_url", "fb_graph_url", "fb_login_url", "telegram_api_url", "slack_api_url"
+    )
     @classmethod
     def _url(cls, v: str | None) -> str | None:
         if v is not None and not re.match(r"^https?://[^/\s]+", v):
@@ -100,6 +105,13 @@ class Settings(BaseSettings):
         if not _API_VERSION.match(v):
             raise ValueError("must look like v26.0")
         return v
+
+    @field_validator("fb_app_id")
+    @classmethod
+    def _app_id(cls, v: str | None) -> str | None:
+        if v is not None and not v.strip().isdigit():
+            raise ValueError("must be the app's numeric App ID (App settings → Basic)")
+        return v.strip() if v is not None else None
 
     @field_validator("telegram_bot_token")
     @classmethod

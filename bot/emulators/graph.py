@@ -21,6 +21,7 @@ from typing import Any
 from aiohttp import web
 
 from bot.emulators.base import Call, FakeServer, peer_port, read_params
+from bot.emulators.graph_login import FakeLogin
 
 INVALID_TOKEN = {
     "error": {
@@ -116,9 +117,12 @@ class FakeGraph(FakeServer):
         version: str = "v26.0",
         *,
         app_secret: str | None = None,
+        app_id: str = "1234567890",
     ) -> None:
         super().__init__()
         self.user_token = user_token
+        # Facebook Login (served here too: FB_LOGIN_URL can point at this fake)
+        self.login = FakeLogin(self, app_id)
         self.version = version
         self.app_secret = app_secret  # set: every call must carry a right appsecret_proof
         self.pages: dict[str, FakePage] = {}
@@ -258,6 +262,10 @@ class FakeGraph(FakeServer):
                 {"error": {"message": "Unknown version", "type": "OAuthException", "code": 2500}},
                 status=400,
             )
+        if method == "dialog":
+            return self.login.dialog(params)
+        if method == "oauth_access_token":
+            return self.login.exchange(params)
         refusal = self._refusal(token, params)
         if refusal is not None:
             return web.json_response(refusal, status=400)
@@ -274,6 +282,11 @@ class FakeGraph(FakeServer):
     async def _model(
         self, request: web.Request, method: str, path: str, params: dict[str, Any], token: str
     ) -> web.StreamResponse:
+        if method == "debug_token":
+            return self.login.debug(token, params)
+        dead = self.login.dead(token)
+        if dead is not None:
+            return dead
         if method == "accounts":
             if token != self.user_token:
                 return web.json_response(INVALID_TOKEN, status=400)
@@ -374,6 +387,10 @@ class FakeGraph(FakeServer):
 
     @staticmethod
     def _name(http_method: str, path: str) -> str:
+        if path in ("dialog/oauth", "oauth/access_token", "debug_token"):
+            return {"dialog/oauth": "dialog", "oauth/access_token": "oauth_access_token"}.get(
+                path, path
+            )
         if path == "me/accounts":
             return "accounts"
         if path == "me/messages":

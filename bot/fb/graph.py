@@ -11,6 +11,7 @@ import hashlib
 import hmac
 import json
 import logging
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -90,6 +91,54 @@ def _parse_time(value: Any) -> datetime | None:
         return None
 
 
+@dataclass(frozen=True)
+class UserToken:
+    """What Facebook Login's exchanges give: a user token and its life in seconds (None:
+    Facebook named none)."""
+
+    access_token: str
+    expires_in: int | None
+
+
+@dataclass(frozen=True)
+class TokenInfo:
+    """``GET /debug_token``'s ``data``. A time of 0 there means "never"; here None."""
+
+    is_valid: bool
+    expires_at: datetime | None = None
+    data_access_expires_at: datetime | None = None
+    error_code: int | None = None
+    error_subcode: int | None = None
+    error_message: str | None = None
+    scopes: tuple[str, ...] = ()
+
+
+def _epoch(value: Any) -> datetime | None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        return None
+    return datetime.fromtimestamp(value, UTC)
+
+
+def token_info(body: Any) -> TokenInfo:
+    """Parse a debug_token answer; a shape it does not know reads as "not valid"."""
+    data = body.get("data") if isinstance(body, dict) else None
+    if not isinstance(data, dict):
+        return TokenInfo(False, error_message="Facebook's answer about the token had no data")
+    raw_error = data.get("error")
+    error: dict[str, Any] = raw_error if isinstance(raw_error, dict) else {}
+    code, subcode = error.get("code"), error.get("subcode")
+    scopes = data.get("scopes")
+    return TokenInfo(
+        is_valid=data.get("is_valid") is True,
+        expires_at=_epoch(data.get("expires_at")),
+        data_access_expires_at=_epoch(data.get("data_access_expires_at")),
+        error_code=code if isinstance(code, int) else None,
+        error_subcode=subcode if isinstance(subcode, int) else None,
+        error_message=str(error["message"]) if error.get("message") else None,
+        scopes=tuple(str(x) for x in scopes) if isinstance(scopes, list) else (),
+    )
+
+
 def appsecret_proof(token: str, app_secret: str) -> str:
     """What Graph checks when the app requires it: HMAC-SHA256 of the token, keyed with the
     app secret, in hex."""
@@ -135,16 +184,19 @@ class GraphClient:
         self,
         method: str,
         path: str,
-        token: str,
+        token: str | None,
         *,
         params: dict[str, str] | None = None,
         data: dict[str, str] | None = None,
         json_body: dict[str, Any] | None = None,
     ) -> Any:
+        """``token`` None: a call that authenticates by its parameters (the OAuth
+        exchanges), so no Authorization header and no proof."""
         query = dict(params or {})
-        if self._app_secret:
+        if self._app_secret and token is not None:
             query["appsecret_proof"] = appsecret_proof(token, self._app_secret)
         url = f"{self._base}/{path.lstrip('/')}"
+        headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
         try:
             async with self._session.request(
                 method,
@@ -152,7 +204,7 @@ class GraphClient:
                 params=query,
                 data=data,
                 json=json_body,
-                headers={"Authorization": f"Bearer {token}"},
+                headers=headers,
                 timeout=self._timeout,
             ) as resp:
                 text = await resp.text()
@@ -354,3 +406,52 @@ class GraphClient:
             if found is not None:
                 return found
         return None
+
+    # --- Facebook Login and token health --------------------------------------------------
+    # The two exchanges authenticate with client_id and client_secret as Facebook documents
+    # them (query parameters of GET /oauth/access_token), not with a token.
+
+    def _secret(self) -> str:
+        if not self._app_secret:
+            raise DeliveryError("FB_APP_SECRET is not set", retryable=False)
+        return self._app_secret
+
+    async def exchange_code(self, app_id: str, redirect_uri: str, code: str) -> UserToken:
+        """The Login dialog's ``code`` for a user token. ``redirect_uri`` must be exactly the
+        one the dialog was opened with, or Facebook refuses the code."""
+        params = {
+            "client_id": app_id,
+            "redirect_uri": redirect_uri,
+            "client_secret": self._secret(),
+            "code": code,
+        }
+        return _user_token(await self._call("GET", "oauth/access_token", None, params=params))
+
+    async def long_lived_token(self, app_id: str, user_token: str) -> UserToken:
+        """A short-lived user token (hours) for a long-lived one (about 60 days). Page tokens
+        read with a long-lived user token do not expire by date."""
+        params = {
+            "grant_type": "fb_exchange_token",
+            "client_id": app_id,
+            "client_secret": self._secret(),
+            "fb_exchange_token": user_token,
+        }
+        return _user_token(await self._call("GET", "oauth/access_token", None, params=params))
+
+    async def debug_token(self, app_id: str, input_token: str) -> TokenInfo:
+        """What Facebook says of a token: valid, until when, and if not, why. Asked with the
+        app token ``{app-id}|{app-secret}``; its appsecret_proof is made from that app token
+        like any other, so the call passes with "Require App Secret" on."""
+        app_token = f"{app_id}|{self._secret()}"
+        body = await self._call(
+            "GET", "debug_token", app_token, params={"input_token": input_token}
+        )
+        return token_info(body)
+
+
+def _user_token(body: Any) -> UserToken:
+    token = body.get("access_token") if isinstance(body, dict) else None
+    if not isinstance(token, str) or not token:
+        raise DeliveryError("Facebook's answer held no access token", retryable=False)
+    expires = body.get("expires_in")
+    return UserToken(token, int(expires) if isinstance(expires, int | float) else None)
