@@ -174,6 +174,14 @@ class InboxItem(Base):
     __table_args__ = (
         UniqueConstraint("source", "dedupe_key", name="uq_inbox_source_key"),
         Index("ix_inbox_pending", "processed_at", "id"),
+        # the unprocessed deliveries of a lane, oldest first: which one is the lane's head
+        Index(
+            "ix_inbox_lane_pending",
+            "lane",
+            "id",
+            sqlite_where=text("processed_at IS NULL"),
+            postgresql_where=text("processed_at IS NULL"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
@@ -185,6 +193,12 @@ class InboxItem(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[float] = mapped_column(Float, default=0.0)
     error: Mapped[str | None] = mapped_column(Text)
+    # The ordering key (a Facebook page, a Telegram chat, a Slack channel): replicas take
+    # only the oldest unprocessed delivery of a lane (and those right behind it), so one
+    # lane is handled in arrival order while other lanes run elsewhere. None: no order.
+    lane: Mapped[str | None] = mapped_column(String(128))
+    # a replica's lease on the delivery (PostgreSQL; SQLite serves one process)
+    claimed_until: Mapped[float | None] = mapped_column(Float)
 
 
 class OutboxJob(Base):
@@ -212,9 +226,81 @@ class OutboxJob(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
+class RateLimit(Base):
+    """The pacing state of one destination (``tg:chat:-100…``, ``tg:global``, ``fb:page:…``)
+    shared by every replica (PostgreSQL): GCRA's theoretical arrival time and the send times
+    still inside the limit's window. Updated under ``SELECT … FOR UPDATE`` by the claim."""
+
+    __tablename__ = "rate_limits"
+
+    key: Mapped[str] = mapped_column(String(128), primary_key=True)
+    tat: Mapped[float] = mapped_column(Float, default=0.0)
+    sent: Mapped[list[float]] = mapped_column(JSON, default=list)
+
+
+class Lease(Base):
+    """Work that one replica does at a time (catch-up and pruning, Telegram long polling):
+    held while renewed, taken over by another replica once ``until`` has passed."""
+
+    __tablename__ = "leases"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(128))
+    until: Mapped[float] = mapped_column(Float)
+
+
 class QuickReply(Base):
     __tablename__ = "quick_replies"
 
     page_id: Mapped[str] = mapped_column(ForeignKey("pages.id"), primary_key=True)
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     text: Mapped[str] = mapped_column(Text)
+
+
+class ConnectLink(Base):
+    """A one-time link to connect Pages in the browser, bound to the chat and the person
+    that asked. Only hashes of the secrets (the link's code, the OAuth ``state``, the
+    browser's cookie, the form's token) are stored: a read of the table opens nothing."""
+
+    __tablename__ = "connect_links"
+
+    code_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    chat_platform: Mapped[str] = mapped_column(String(16))
+    chat_id: Mapped[str] = mapped_column(String(64))
+    user_id: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[float] = mapped_column(Float)
+    expires_at: Mapped[float] = mapped_column(Float)
+    opened_at: Mapped[float | None] = mapped_column(Float)
+    state_hash: Mapped[str | None] = mapped_column(String(64), index=True)
+    browser_hash: Mapped[str | None] = mapped_column(String(64))
+    form_hash: Mapped[str | None] = mapped_column(String(64), index=True)
+    # the long-lived user token between Facebook's answer and the ticked form, sealed with
+    # SECRET_KEY; wiped once the Pages are bound
+    user_token_encrypted: Mapped[str | None] = mapped_column(Text)
+    done_at: Mapped[float | None] = mapped_column(Float)
+
+
+class PageTokenHealth(Base):
+    """What the last debug_token check said of a Page's token. Times are epoch seconds."""
+
+    __tablename__ = "page_token_health"
+
+    page_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    state: Mapped[str] = mapped_column(String(16))  # valid | expiring | invalid | unknown
+    reason: Mapped[str | None] = mapped_column(Text)
+    expires_at: Mapped[float | None] = mapped_column(Float)
+    data_access_expires_at: Mapped[float | None] = mapped_column(Float)
+    checked_at: Mapped[float] = mapped_column(Float)
+    # the deadline the chat was warned about: one warning per deadline
+    warned_deadline: Mapped[float | None] = mapped_column(Float)
+
+
+class DataDeletionRequest(Base):
+    """A person's data deletion request from Facebook: what was deleted, by confirmation
+    code. The person's Facebook id is not kept."""
+
+    __tablename__ = "data_deletion_requests"
+
+    confirmation_code: Mapped[str] = mapped_column(String(32), primary_key=True)
+    requested_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    summary: Mapped[dict[str, int]] = mapped_column(JSON, default=dict)

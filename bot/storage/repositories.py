@@ -15,11 +15,14 @@ from sqlalchemy.orm import aliased
 
 from bot.routing import MessageView, TaskView
 from bot.storage.models import (
+    ConnectLink,
     Contact,
+    DataDeletionRequest,
     InboxItem,
     Message,
     OutboxJob,
     Page,
+    PageTokenHealth,
     Post,
     QuickReply,
     Task,
@@ -42,6 +45,10 @@ def message_view(m: Message) -> MessageView:
 
 def task_view(t: Task) -> TaskView:
     return TaskView(id=t.id, status=t.status, merged_into_id=t.merged_into_id, channel=t.channel)
+
+
+# What a person who asked Facebook to have their data deleted is called from then on.
+FORGOTTEN = "(deleted at the person's request)"
 
 
 class PageRepository:
@@ -82,6 +89,18 @@ class ContactRepository:
                 break
             seen.add(nxt.id)
             contact = nxt
+        return contact
+
+    async def forget(self, s: AsyncSession, fb_id: str) -> Contact | None:
+        """Data deletion: the person's name, picture and fields go. The row stays, under an
+        id that no longer names them, so their tasks keep their shape."""
+        contact = await self.by_fb_id(s, fb_id)
+        if contact is None:
+            return None
+        contact.name = FORGOTTEN
+        contact.picture_url = None
+        contact.fields = {}
+        contact.fb_id = f"forgotten:{contact.id}"
         return contact
 
     async def members(self, s: AsyncSession, root: Contact) -> list[Contact]:
@@ -221,6 +240,16 @@ class MessageRepository:
         if value is not None and value.tzinfo is None:
             value = value.replace(tzinfo=UTC)  # SQLite gives naive datetimes back
         return value
+
+    async def forget_author(self, s: AsyncSession, fb_id: str) -> int:
+        """Data deletion: the text and name of every message the person wrote are emptied;
+        the rows stay (ids, times, states), so threads and answers keep their shape."""
+        result = await s.execute(
+            update(Message)
+            .where(Message.author_fb_id == fb_id)
+            .values(text="", author_name=FORGOTTEN, author_fb_id=None)
+        )
+        return int(result.rowcount)  # type: ignore[attr-defined]
 
     async def unconfirmed_answers(self, s: AsyncSession, task_id: int) -> list[Message]:
         rows = await s.scalars(
@@ -442,3 +471,145 @@ class Repositories:
         self.quick = QuickReplyRepository()
         self.inbox = InboxRepository()
         self.outbox = OutboxRepository()
+
+
+class ConnectLinkRepository:
+    """One-time links of the browser connect. Every step is a conditional update, so two
+    browsers (or replicas) racing for one link or one ``state`` cannot both win."""
+
+    def add(self, s: AsyncSession, link: ConnectLink) -> None:
+        s.add(link)
+
+    async def get(self, s: AsyncSession, code_hash: str) -> ConnectLink | None:
+        return await s.get(ConnectLink, code_hash)
+
+    async def by_state(self, s: AsyncSession, state_hash: str) -> ConnectLink | None:
+        return await s.scalar(select(ConnectLink).where(ConnectLink.state_hash == state_hash))
+
+    async def by_form(self, s: AsyncSession, form_hash: str) -> ConnectLink | None:
+        return await s.scalar(select(ConnectLink).where(ConnectLink.form_hash == form_hash))
+
+    async def open(
+        self,
+        s: AsyncSession,
+        code_hash: str,
+        *,
+        now: float,
+        state_hash: str,
+        browser_hash: str,
+        expires_at: float,
+    ) -> bool:
+        """The link's one use: False when it was used or has expired."""
+        result = await s.execute(
+            update(ConnectLink)
+            .where(
+                ConnectLink.code_hash == code_hash,
+                ConnectLink.opened_at.is_(None),
+                ConnectLink.expires_at >= now,
+            )
+            .values(
+                opened_at=now,
+                state_hash=state_hash,
+                browser_hash=browser_hash,
+                expires_at=expires_at,
+            )
+        )
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    async def take_state(self, s: AsyncSession, code_hash: str, state_hash: str) -> bool:
+        """A ``state`` answers one callback."""
+        result = await s.execute(
+            update(ConnectLink)
+            .where(ConnectLink.code_hash == code_hash, ConnectLink.state_hash == state_hash)
+            .values(state_hash=None)
+        )
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    async def finish(self, s: AsyncSession, code_hash: str, now: float) -> bool:
+        """The ticked form's one use; the user token is wiped with it."""
+        result = await s.execute(
+            update(ConnectLink)
+            .where(ConnectLink.code_hash == code_hash, ConnectLink.done_at.is_(None))
+            .values(done_at=now, user_token_encrypted=None, form_hash=None)
+        )
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    async def prune(self, s: AsyncSession, expired_before: float) -> int:
+        result = await s.execute(delete(ConnectLink).where(ConnectLink.expires_at < expired_before))
+        return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+class TokenHealthRepository:
+    async def get(self, s: AsyncSession, page_id: str) -> PageTokenHealth | None:
+        return await s.get(PageTokenHealth, page_id)
+
+    async def all(self, s: AsyncSession) -> list[PageTokenHealth]:
+        return list(await s.scalars(select(PageTokenHealth).order_by(PageTokenHealth.page_id)))
+
+    async def put(self, s: AsyncSession, page_id: str, **values: Any) -> None:
+        row = await s.get(PageTokenHealth, page_id)
+        if row is None:
+            s.add(PageTokenHealth(page_id=page_id, **values))
+            return
+        for key, value in values.items():
+            setattr(row, key, value)
+
+    async def warn_once(self, s: AsyncSession, page_id: str, deadline: float) -> bool:
+        """True for the one caller that gets to warn about this deadline."""
+        result = await s.execute(
+            update(PageTokenHealth)
+            .where(
+                PageTokenHealth.page_id == page_id,
+                PageTokenHealth.warned_deadline.is_distinct_from(deadline),
+            )
+            .values(warned_deadline=deadline)
+        )
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    async def unwarn(self, s: AsyncSession, page_id: str) -> None:
+        await s.execute(
+            update(PageTokenHealth)
+            .where(PageTokenHealth.page_id == page_id)
+            .values(warned_deadline=None)
+        )
+
+    async def alert_once(self, s: AsyncSession, page_id: str) -> bool:
+        """True for the one caller that gets to say the token stopped working. The flag is
+        the page's own ``token_alerted``, which a failed answer sets too and a reconnect
+        clears: the chat hears it once, whoever notices first."""
+        result = await s.execute(
+            update(Page)
+            .where(Page.id == page_id, Page.token_alerted.is_(False))
+            .values(token_alerted=True)
+        )
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    async def unalert(self, s: AsyncSession, page_id: str) -> None:
+        await s.execute(update(Page).where(Page.id == page_id).values(token_alerted=False))
+
+
+class DataDeletionRepository:
+    def add(self, s: AsyncSession, code: str, summary: dict[str, int]) -> None:
+        s.add(DataDeletionRequest(confirmation_code=code, summary=summary))
+
+    async def get(self, s: AsyncSession, code: str) -> DataDeletionRequest | None:
+        return await s.get(DataDeletionRequest, code)
+
+    async def texts_by(self, s: AsyncSession, fb_id: str) -> list[str]:
+        """What the person wrote, to find where a template copied it (a task's title)."""
+        rows = await s.scalars(select(Message.text).where(Message.author_fb_id == fb_id))
+        return [t for t in rows if t]
+
+    async def drop_handled_deliveries(self, s: AsyncSession, fb_id: str) -> int:
+        """Stored webhook deliveries that name the person and were handled already (kept
+        only for a week, for an operator to look at). ``fb_id`` must be digits: it goes
+        into a LIKE pattern."""
+        if not fb_id.isdigit():
+            raise ValueError("a Facebook id is digits")
+        result = await s.execute(
+            delete(InboxItem).where(
+                InboxItem.processed_at.is_not(None),
+                InboxItem.payload.like(f'%"{fb_id}"%'),
+            )
+        )
+        return int(result.rowcount)  # type: ignore[attr-defined]
