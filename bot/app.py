@@ -19,6 +19,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy import select
 
 from bot.assembly import Parts, assemble
+from bot.browser_connect import BindPage, Say
 from bot.config import ConfigError, Settings
 from bot.core.maintenance import Maintenance
 from bot.crypto import TokenBox
@@ -28,8 +29,10 @@ from bot.handlers import telegram as tg
 from bot.handlers.slack_events import SlackEdge
 from bot.handlers.telegram_routes import TelegramEdge
 from bot.intake import Intake
+from bot.jobs.kinds import ChatNotice
 from bot.metrics import Metrics
 from bot.outbox import Limit, Outbox, Pacer
+from bot.page_access import PAGE_ACCESS, PageAccess
 from bot.platforms.slack import SlackPlatform
 from bot.platforms.telegram import TelegramPlatform
 from bot.storage.db import Database
@@ -153,9 +156,37 @@ def create_app(
                 settings.telegram_webhook_secret.get_secret_value(), intake, metrics
             ),
         )
+    # --- issue 13: Pages connected in the browser, token health, data deletion ---------
+    access = PageAccess.build(settings, db, tokens, metrics, lambda: c.graph, *core_seams(parts))
+    access.add_routes(app)
+    app[PAGE_ACCESS] = access
+    # ------------------------------------------------------------------------------------
     app.on_startup.append(_startup)
     app.on_cleanup.append(_cleanup)
     return app
+
+
+def core_seams(parts: Parts) -> tuple[BindPage, Say]:
+    """What the browser connect and the token checks need of the core: bind a Page to a
+    chat (``/connect``'s own step: the caller subscribed the app already), and say
+    something in a chat (a stored notice, sent by the outbox)."""
+
+    async def bind_page(
+        page_id: str, name: str, token: str, platform: str, chat_id: str, by_user: str
+    ) -> str:
+        return await parts.pages.connect_page(
+            page_id=page_id,
+            name=name,
+            token=token,
+            platform=platform,
+            chat_id=chat_id,
+            by_user=by_user,
+        )
+
+    async def say(platform: str, chat_id: str, text: str) -> None:
+        await parts.core.say(ChatNotice(platform=platform, chat_id=chat_id, text=text))
+
+    return bind_page, say
 
 
 async def reseal_page_tokens(db: Database, tokens: TokenBox) -> int:
@@ -247,6 +278,8 @@ async def _start(app: web.Application) -> None:
     c.background.append(
         asyncio.create_task(periodic_loop(parts.maintenance, c.stopping, CATCH_UP_EVERY))
     )
+    # issue 13: page token checks at start, then every few hours
+    c.background.append(asyncio.create_task(app[PAGE_ACCESS].run(c.stopping)))
     if c.socket_mode is not None:
         try:
             await c.socket_mode.connect_async()  # type: ignore[no-untyped-call]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 import aiohttp
@@ -18,6 +19,7 @@ from bot.errors import DeliveryError
 from bot.fb.graph import GraphClient
 from bot.storage.db import Database
 from bot.storage.models import Page
+from bot.token_health import assess, what_to_do
 
 
 def _missing_sqlite_file(url: str) -> str | None:
@@ -107,12 +109,20 @@ async def _facebook(
         r.bad("SECRET_KEY is not set but pages are connected: their tokens cannot be read")
         return
     box = TokenBox(settings.secret_key.get_secret_value()) if settings.secret_key else None
+    if pages and box is not None and (settings.fb_app_id is None or settings.fb_app_secret is None):
+        r.off("FB_APP_ID or FB_APP_SECRET is not set: page tokens' expiry is not checked")
+    app_id = settings.fb_app_id if settings.fb_app_secret is not None else None
     for page in pages:
         if box is None:
             break
+        token = ""
         try:
-            fields = await graph.subscribed_fields(page.id, box.open(page.token_encrypted))
+            token = box.open(page.token_encrypted)
+            fields = await graph.subscribed_fields(page.id, token)
         except (DeliveryError, ValueError) as e:
+            if isinstance(e, DeliveryError) and e.token_invalid and app_id is not None:
+                await _token_health(graph, app_id, page, token, r)  # says why, plainly
+                continue
             reason = e.reason if isinstance(e, DeliveryError) else str(e)
             r.bad(f"page {page.name} ({page.id}): {reason}; run /connect {page.id} again")
             continue
@@ -121,6 +131,22 @@ async def _facebook(
             r.bad(f"page {page.name}: app not subscribed to {', '.join(sorted(missing))}")
         else:
             r.ok(f"page {page.name} ({page.id}): token valid, subscribed to feed and messages")
+        if app_id is not None:
+            await _token_health(graph, app_id, page, token, r)
+
+
+async def _token_health(graph: GraphClient, app_id: str, page: Page, token: str, r: Report) -> None:
+    """The same words the chat gets from the periodic check (bot.token_health)."""
+    try:
+        health = assess(await graph.debug_token(app_id, token), datetime.now(UTC))
+    except DeliveryError as e:
+        r.bad(f"page {page.name} ({page.id}): Facebook could not check its token: {e.reason}")
+        return
+    if health.state == "valid":
+        r.ok(f"page {page.name} ({page.id}): token {health.reason}")
+    else:
+        todo = what_to_do(page.id, "in its chat")
+        r.bad(f"page {page.name} ({page.id}): {health.reason}; {todo}")
 
 
 async def _telegram(settings: Settings, pages: list[Page], r: Report) -> None:

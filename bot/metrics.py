@@ -48,6 +48,13 @@ class Metrics:
             ["platform"],
             registry=r,
         )
+        self.page_token_state = Gauge(
+            "pagedesk_page_token_state",
+            "1 for the state each connected Page's token is in (valid, expiring within a "
+            "week, invalid, unknown), from the last debug_token check",
+            ["page_id", "state"],
+            registry=r,
+        )
 
     def render(self) -> bytes:
         data: bytes = generate_latest(self.registry)

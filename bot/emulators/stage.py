@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import socket
 import time
 from collections.abc import Callable
 from typing import Any
@@ -41,6 +42,8 @@ class Stage:
     def __init__(self, database_url: str, *, call_timeout: float = 2.0, **overrides: Any) -> None:
         self.database_url = database_url
         self.call_timeout = call_timeout
+        # the app's own address as PUBLIC_URL (a browser follows the links it makes)
+        self.public_url_is_self = bool(overrides.pop("public_url_is_self", False))
         self.overrides = overrides
         self.graph = FakeGraph(user_token=USER_TOKEN, app_secret=APP_SECRET)
         self.telegram = FakeTelegram(token=TG_TOKEN, **overrides.pop("telegram_options", {}))
@@ -76,6 +79,7 @@ class Stage:
             "fb_access_token": USER_TOKEN,
             "bot_admins": f"telegram:{OPERATOR_TELEGRAM_ID}",
             "fb_graph_url": self.graph.url,
+            "fb_login_url": self.graph.url,  # the fake serves Facebook Login's dialog too
             "telegram_bot_token": TG_TOKEN,
             "telegram_api_url": self.telegram.url,
             "telegram_webhook_secret": TG_SECRET,
@@ -88,13 +92,22 @@ class Stage:
             "rate_slack_channel_per_sec": 100_000,
         }
         values.update(self.overrides)
+        listen: socket.socket | None = None
+        if self.public_url_is_self:
+            listen = socket.socket()
+            listen.bind(("127.0.0.1", 0))
+            values["public_url"] = f"http://127.0.0.1:{listen.getsockname()[1]}"
         self.settings = load_settings(**values)
         self.app = create_app(
             self.settings, outbox_base_delay=outbox_base_delay, call_timeout=call_timeout
         )
         self.runner = web.AppRunner(self.app, access_log=None)
         await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        site: web.BaseSite = (
+            web.SockSite(self.runner, listen)
+            if listen is not None
+            else web.TCPSite(self.runner, "127.0.0.1", 0)
+        )
         await site.start()
         port = runner_port(self.runner)
         self.url = f"http://127.0.0.1:{port}"
