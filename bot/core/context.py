@@ -17,7 +17,6 @@ from bot.errors import DeliveryError
 from bot.jobs.kinds import (
     ChatNotice,
     FbAnswer,
-    Job,
     OpenThread,
     TaskJob,
     chat_pace,
@@ -91,13 +90,6 @@ class Core:
         """``notice`` in a transaction of its own."""
         async with self.tx() as s:
             self.notice(s, notice)
-
-    def queue(self, s: AsyncSession, task: Task, *jobs: Job) -> None:
-        for job in jobs:
-            if isinstance(job, ChatNotice):
-                self.notice(s, job)
-            else:
-                self.add_job(s, task, job)
 
     # --- what every part needs -----------------------------------------------------------
 

@@ -112,27 +112,6 @@ class StaffDesk:
             )
             return None
 
-    def _queue_answer(
-        self,
-        s: AsyncSession,
-        task: Task,
-        target: routing.MessageView,
-        text: str,
-        user_id: str,
-        chat_message_id: str | None,
-    ) -> Message:
-        msg = Message(
-            task_id=task.id,
-            direction=Direction.STAFF,
-            staff_user_id=user_id,
-            text=text,
-            answers_message_id=target.id,
-            chat_message_id=chat_message_id,
-            state=MessageState.PENDING,
-        )
-        s.add(msg)
-        return msg
-
     async def _answer(
         self,
         s: AsyncSession,
@@ -146,7 +125,16 @@ class StaffDesk:
     ) -> None:
         """Store an answer and queue it to Facebook; ``shown_as``: also show it in the
         thread (it was written elsewhere), signed with that name."""
-        msg = self._queue_answer(s, task, target, text, user_id, chat_message_id)
+        msg = Message(
+            task_id=task.id,
+            direction=Direction.STAFF,
+            staff_user_id=user_id,
+            text=text,
+            answers_message_id=target.id,
+            chat_message_id=chat_message_id,
+            state=MessageState.PENDING,
+        )
+        s.add(msg)
         await s.flush()
         if shown_as is not None:
             self.core.add_job(s, task, ShowAnswer(task.id, msg.id, by=shown_as))
