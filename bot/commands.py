@@ -53,6 +53,7 @@ SPECS = (
     Spec("quick", Where.TASK, Who.EVERYONE, "<name>", "send a quick reply (alone: a list)"),
     Spec("contact", Where.TASK, Who.EVERYONE, "", "the customer's card; merge <n> joins one"),
     Spec("merge", Where.TASK, Who.EVERYONE, "<task>", "merge another task into this one"),
+    Spec("dm", Where.TASK, Who.EVERYONE, "<text>", "answer the commenter privately in Messenger"),
     Spec("connect", Where.CHAT, Who.BINDERS, "<page>", "connect a Facebook Page to this chat"),
     Spec("disconnect", Where.CHAT, Who.MANAGERS, "<page>", "stop receiving a Page's tasks"),
     Spec("template", Where.CHAT, Who.MANAGERS, "", "show or set the task template"),
@@ -124,6 +125,7 @@ class Invocation:
     chat_label: str = "another chat"
     user_token: str | None = None
     prepare: Callable[[], Awaitable[str | None]] | None = None
+    reply_to_chat_message_id: str | None = None  # the message the command answers
 
 
 def quick_choice(task_id: int, name: str) -> str:
@@ -287,6 +289,14 @@ class ChatCommands:
             return await self.cards.contact_card(task_id)
         if name == "merge":
             return await self.desk.merge_tasks(task_id, args.strip())
+        if name == "dm":
+            return await self.desk.private_reply(
+                task_id,
+                args,
+                user_id=inv.user_id,
+                chat_message_id=inv.chat_message_id,
+                reply_to_chat_message_id=inv.reply_to_chat_message_id,
+            )
         if name == "quick":
             if not args:
                 names = await self.desk.quick_names(task_id)

@@ -67,8 +67,21 @@ class PostRemovedEvent:
 
 
 @dataclass(frozen=True)
+class Attachment:
+    """A file in a Messenger message: ``kind`` is Facebook's type (image, video, audio,
+    file, …), ``url`` where Facebook serves it."""
+
+    kind: str
+    url: str | None
+
+
+@dataclass(frozen=True)
 class MessengerEvent:
-    """A direct message to the page (or, with ``is_echo``, one the page sent)."""
+    """A direct message to the page (or, with ``is_echo``, one the page sent).
+
+    ``app_id``/``metadata`` come with echoes: the app that sent it and what that app
+    attached (ours: ``pagedesk:<message id>``); no app id means a person wrote it in the
+    Page's inbox."""
 
     page_id: str
     sender_id: str
@@ -77,6 +90,9 @@ class MessengerEvent:
     text: str
     timestamp: datetime
     is_echo: bool = False
+    app_id: str | None = None
+    metadata: str | None = None
+    attachments: tuple[Attachment, ...] = ()
 
 
 FacebookEvent = CommentEvent | PostRemovedEvent | MessengerEvent

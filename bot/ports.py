@@ -118,7 +118,29 @@ class FacebookGateway(Protocol):
 
     async def reply_to_comment(self, comment_id: str, text: str, page_token: str) -> str: ...
 
-    async def send_message(self, psid: str, text: str, page_token: str) -> str: ...
+    async def send_message(
+        self,
+        psid: str,
+        text: str,
+        page_token: str,
+        *,
+        messaging_type: str = "RESPONSE",
+        tag: str | None = None,
+        metadata: str | None = None,
+        attachment: tuple[str, str] | None = None,
+    ) -> str: ...
+
+    async def private_reply(
+        self,
+        page_id: str,
+        comment_id: str,
+        text: str,
+        page_token: str,
+        *,
+        metadata: str | None = None,
+    ) -> tuple[str, str]:
+        """(the person's page-scoped id, the message id)."""
+        ...
 
     async def find_comment_reply(
         self, comment_id: str, page_id: str, text: str, page_token: str

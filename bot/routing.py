@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import TypeVar
 
 from bot.domain import (
@@ -42,6 +43,12 @@ class MessageView:
     state: str
     post_id: str | None = None
     author_fb_id: str | None = None
+    created_at: datetime | None = None
+
+    @property
+    def channel(self) -> str:
+        """Comments carry the post they are on; Messenger messages have none."""
+        return Channel.COMMENTS if self.post_id else Channel.MESSENGER
 
 
 # --- decisions -------------------------------------------------------------------------------
@@ -130,20 +137,46 @@ def route_direct_message(
     known: MessageView | None,
     open_task: TaskView | None,
     unconfirmed_answers: Sequence[MessageView] = (),
+    our_app_id: str | None = None,
 ) -> CommentDecision:
-    """Messenger: one open task per contact on the page's inbox."""
+    """Messenger: one open task per contact on the page's inbox. Echoes of our own sends
+    are known by their mid (stored from the Send API's answer) or, when the echo comes
+    first, by the metadata we sent along; anything else the Page sent was written by a
+    person in the Page's inbox and is shown as the Page."""
     if known is not None:
-        return Ignore("message already seen")
+        return Ignore("message already seen")  # our own send's echo: its mid is stored
     if ev.is_echo:
-        for answer in unconfirmed_answers:
-            if answer.text.strip() == ev.text.strip():
-                return BindEcho(answer.id)
+        ours = our_send_id(ev.metadata)
+        if ours is not None:
+            # the echo overtook the Send API's answer: bind it, by our id, not by text
+            for answer in unconfirmed_answers:
+                if answer.id == ours:
+                    return BindEcho(answer.id)
+            return Ignore("echo of our own send")
+        if ev.app_id is not None and ev.app_id == our_app_id:
+            return Ignore("echo of a send of this app")
+        # no marker of ours: a person wrote it in the Page's inbox (Meta Business Suite)
         if open_task is None:
             return Ignore("page message without an open task")
         return JoinTask(open_task.id, as_page=True)
     if open_task is not None:
         return JoinTask(open_task.id)
     return OpenTask()
+
+
+SEND_MARK = "pagedesk:"
+
+
+def send_metadata(message_id: int) -> str:
+    """What our Send API calls carry as ``metadata``; echoes bring it back."""
+    return f"{SEND_MARK}{message_id}"
+
+
+def our_send_id(metadata: str | None) -> int | None:
+    if not metadata or not metadata.startswith(SEND_MARK):
+        return None
+    rest = metadata[len(SEND_MARK) :]
+    return int(rest) if rest.isdigit() else None
 
 
 # --- staff messages in a task's thread -----------------------------------------------------
@@ -289,9 +322,11 @@ def visible_tasks(tasks: Sequence[T], chat_pages: set[str], page_of: Callable[[T
 
 @dataclass(frozen=True)
 class CommentReply:
-    """``POST /{comment_id}/comments``."""
+    """``POST /{comment_id}/comments``. ``rerouted``: the message answered came through
+    the other channel (a merged task), so the answer goes under ``via`` instead."""
 
     comment_id: str
+    rerouted: bool = False
 
 
 @dataclass(frozen=True)
@@ -299,14 +334,112 @@ class MessengerSend:
     """The Send API, to the person's page-scoped id."""
 
     psid: str
+    rerouted: bool = False
 
 
-def answer_destination(task: TaskView, target: MessageView) -> CommentReply | MessengerSend:
-    """The channel belongs to the task: a Messenger task answers through the Send API,
-    a comment task under the comment (the top-level one: Facebook threads one deep)."""
+def answer_destination(
+    task: TaskView, target: MessageView, latest_on_channel: MessageView | None = None
+) -> CommentReply | MessengerSend | Refuse:
+    """The channel belongs to the task (contract behaviour 9): a Messenger task answers
+    through the Send API, a comment task under the comment (the top-level one: Facebook
+    threads one deep). An answer to a message that came through the other channel (it
+    was merged in) goes through the task's channel, to ``latest_on_channel``, the task's
+    latest customer message on its own channel: never a comment call with a Messenger id
+    or the reverse."""
+    rerouted = target.channel != task.channel
+    if rerouted:
+        if latest_on_channel is None or latest_on_channel.channel != task.channel:
+            where = "Messenger" if task.channel == Channel.MESSENGER else "a comment"
+            return Refuse(f"this task answers through {where} and has no customer message there")
+        target = latest_on_channel
     if task.channel == Channel.MESSENGER:
-        return MessengerSend(target.author_fb_id or "")
-    return CommentReply(comment_reply_target(target))
+        if not target.author_fb_id:
+            return Refuse("the person's Messenger id is not known")
+        return MessengerSend(target.author_fb_id, rerouted)
+    return CommentReply(comment_reply_target(target), rerouted)
+
+
+def rerouted_note(to: CommentReply | MessengerSend) -> str | None:
+    """What the thread is told when an answer took the task's channel, not the one the
+    message answered came through."""
+    if not to.rerouted:
+        return None
+    if isinstance(to, MessengerSend):
+        return (
+            "Sent in Messenger, this task's channel, to the person's latest message: "
+            "the message answered came as a comment."
+        )
+    return (
+        "Sent as a reply to the latest comment, this task's channel: the message answered "
+        "came through Messenger."
+    )
+
+
+# --- Messenger's windows -------------------------------------------------------------------
+
+STANDARD_WINDOW = timedelta(hours=24)
+HUMAN_AGENT_WINDOW = timedelta(days=7)
+PRIVATE_REPLY_WINDOW = timedelta(days=7)
+
+
+@dataclass(frozen=True)
+class SendRule:
+    """How a Send API message goes out: ``messaging_type`` and, with MESSAGE_TAG, the tag.
+    ``note``: what the thread is told, when it is not the plain rule."""
+
+    messaging_type: str
+    tag: str | None = None
+    note: str | None = None
+
+
+def messenger_send_rule(
+    last_customer_at: datetime | None, now: datetime, *, written_by_person: bool
+) -> SendRule | Refuse:
+    """Facebook's 24-hour rule, by the timestamp Facebook gave the person's last message:
+    within it, RESPONSE; after it, only an answer a person wrote may go, tagged
+    HUMAN_AGENT, up to 7 days; past that (or automatic, like a quick reply) it is refused
+    here, before Facebook refuses it."""
+    if last_customer_at is None:
+        return Refuse("the person has not written in Messenger, so the Page may not write first")
+    age = now - last_customer_at
+    if age <= STANDARD_WINDOW:
+        return SendRule("RESPONSE")
+    hours = int(age.total_seconds() // 3600)
+    if age > HUMAN_AGENT_WINDOW:
+        return Refuse(
+            f"the person's last message is {age.days} days old; Messenger allows answers "
+            "for 7 days (HUMAN_AGENT tag) and only after they write again"
+        )
+    if not written_by_person:
+        return Refuse(
+            f"the person's last message is {hours} hours old; after 24 hours only an answer "
+            "a person wrote may be sent (HUMAN_AGENT tag), not a quick reply"
+        )
+    return SendRule(
+        "MESSAGE_TAG",
+        "HUMAN_AGENT",
+        f"Sent with the HUMAN_AGENT tag: the person's last message is {hours} hours old "
+        "(more than 24). It may be sent until 7 days after it.",
+    )
+
+
+def private_reply_refusal(
+    comment: MessageView | None, now: datetime, *, already_sent: bool
+) -> str | None:
+    """Why a private reply (``/dm``) to this comment cannot go, or None. Facebook allows
+    one per comment, within 7 days of it."""
+    if comment is None or comment.channel != Channel.COMMENTS or comment.fb_id is None:
+        return "there is no comment in this task to answer privately"
+    if comment.direction != Direction.CUSTOMER:
+        return "only a person's comment can be answered privately"
+    if already_sent:
+        return "this comment was already answered privately: Facebook allows one per comment"
+    if comment.created_at is not None and now - comment.created_at > PRIVATE_REPLY_WINDOW:
+        return (
+            f"the comment is {(now - comment.created_at).days} days old: Facebook allows a "
+            "private reply within 7 days of it"
+        )
+    return None
 
 
 def comment_reply_target(target: MessageView) -> str:

@@ -2,21 +2,32 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from bot.emulators.stage import Stage
-from tests.conftest import AGENT, CHAT_ID, PAGE_ID, PAGE_TOKEN, load_fixture
-from tests.helpers import only_topic, thread_texts, topics
+from bot.emulators.stage import Stage, comment_delivery
+from tests.conftest import AGENT, CHAT_ID, PAGE_ID, PAGE_NAME, PAGE_TOKEN, load_fixture
+from tests.helpers import message_id_of, only_topic, thread_texts, topics
 
 
 def dm(
-    mid: str, text: str, *, echo: bool = False, psid: str = "1423587017700273"
+    mid: str,
+    text: str,
+    *,
+    echo: bool = False,
+    psid: str = "1423587017700273",
+    age: timedelta = timedelta(0),
+    metadata: str | None = None,
 ) -> dict[str, Any]:
+    """A message (or the Page's echo) sent ``age`` ago, by Facebook's timestamp."""
     item = load_fixture("fb_messenger_messaging_item_text.json")
     item["message"].update(mid=mid, text=text)
     item["sender"]["id"], item["recipient"]["id"] = (PAGE_ID, psid) if echo else (psid, PAGE_ID)
+    item["timestamp"] = int((datetime.now(UTC) - age).timestamp() * 1000)
     if echo:
         item["message"]["is_echo"] = True
+    if metadata is not None:
+        item["message"]["metadata"] = metadata
     return {"object": "page", "entry": [{"id": PAGE_ID, "time": 1, "messaging": [item]}]}
 
 
@@ -40,7 +51,8 @@ async def test_direct_messages_make_one_task_and_answers_use_the_send_api(
     await connected.settled()
     [sent] = connected.graph.messages
     assert sent["recipient"] == {"id": "1423587017700273"}
-    assert sent["message"] == {"text": "Yes, until 6!"}
+    assert sent["message"]["text"] == "Yes, until 6!"
+    assert sent["messaging_type"] == "RESPONSE" and "tag" not in sent
     assert connected.graph.called("messages")[-1].token == PAGE_TOKEN
     # the echo of our own answer is not shown again
     before = thread_texts(connected, topic)
@@ -61,6 +73,191 @@ async def test_a_send_that_facebook_stored_but_answered_500_is_not_sent_twice(
         connected.telegram.user_message(CHAT_ID, AGENT, "Hi Dana!", thread_id=topic)
     )
     await connected.settled()
-    assert [m["message"] for m in connected.graph.messages] == [{"text": "Hi Dana!"}]
+    assert [m["message"]["text"] for m in connected.graph.messages] == ["Hi Dana!"]
     assert len(connected.graph.called("messages")) == 1
     assert connected.graph.called("conversations")  # looked before sending again
+
+
+# --- issue 12: the 24-hour rule, echoes, merges, private replies ----------------------------
+
+DANA, EVA, FINN = "1423587017700273", "2000000000000002", "3000000000000003"
+POST = f"{PAGE_ID}_139560936755999"
+
+
+def topic_named(st: Stage, name: str) -> int:
+    [found] = [t for t, info in topics(st).items() if info["name"] == name]
+    return found
+
+
+async def staff_says(st: Stage, text: str, topic: int, reply_to: int | None = None) -> None:
+    update = st.telegram.user_message(CHAT_ID, AGENT, text, thread_id=topic, reply_to=reply_to)
+    assert (await st.telegram_update(update)).status == 200
+    await st.settled()
+
+
+async def person_writes(st: Stage, psid: str, name: str, mid: str, age: timedelta) -> int:
+    st.graph.add_profile(psid, name)
+    st.graph.person_wrote(PAGE_ID, psid, datetime.now(UTC) - age)
+    await st.deliver_facebook(dm(mid, f"Hello from {name}", psid=psid, age=age))
+    await st.settled()
+    return topic_named(st, f"Message from {name}")
+
+
+def sent_to(st: Stage, psid: str) -> list[dict[str, Any]]:
+    return [m for m in st.graph.messages if m.get("recipient") == {"id": psid}]
+
+
+async def test_answers_follow_messengers_24_hour_rule(connected: Stage) -> None:
+    dana = await person_writes(connected, DANA, "Dana Kim", "mid.d", timedelta(hours=1))
+    eva = await person_writes(connected, EVA, "Eva Lund", "mid.e", timedelta(hours=30))
+    finn = await person_writes(connected, FINN, "Finn Roe", "mid.f", timedelta(days=8))
+    for topic in (dana, eva, finn):
+        await staff_says(connected, "Sorry for the wait!", topic)
+
+    [to_dana] = sent_to(connected, DANA)
+    assert to_dana["messaging_type"] == "RESPONSE" and "tag" not in to_dana
+    assert not any("HUMAN_AGENT" in t for t in thread_texts(connected, dana))
+
+    [to_eva] = sent_to(connected, EVA)
+    assert (to_eva["messaging_type"], to_eva["tag"]) == ("MESSAGE_TAG", "HUMAN_AGENT")
+    assert any("HUMAN_AGENT tag" in t for t in thread_texts(connected, eva))
+
+    assert sent_to(connected, FINN) == []  # refused here, before Facebook refuses it
+    assert len(connected.graph.called("messages")) == 2
+    [refusal] = [t for t in thread_texts(connected, finn) if "Not delivered" in t]
+    assert "8 days old" in refusal
+
+
+async def test_a_quick_reply_after_24_hours_is_not_tagged(connected: Stage) -> None:
+    from tests.conftest import ADMIN
+
+    eva = await person_writes(connected, EVA, "Eva Lund", "mid.e", timedelta(hours=30))
+    await connected.telegram_update(
+        connected.telegram.user_message(CHAT_ID, ADMIN, "/quick add thanks Thanks for waiting!")
+    )
+    await connected.settled()
+    await staff_says(connected, "/quick thanks", eva)
+    assert sent_to(connected, EVA) == []
+    [refusal] = [t for t in thread_texts(connected, eva) if "Not delivered" in t]
+    assert "not a quick reply" in refusal
+
+
+async def test_our_echo_is_not_shown_and_the_pages_inbox_is_shown_as_the_page(
+    connected: Stage,
+) -> None:
+    dana = await person_writes(connected, DANA, "Dana Kim", "mid.1", timedelta(minutes=5))
+    await staff_says(connected, "On its way", dana)
+    [sent] = sent_to(connected, DANA)
+    assert sent["message"]["metadata"] == "pagedesk:2"
+    before = thread_texts(connected, dana)
+    # the echo of our send, and an echo with our metadata but another mid (never text)
+    await connected.deliver_facebook(dm(sent["message_id"], "On its way", echo=True, psid=DANA))
+    await connected.deliver_facebook(
+        dm("mid.other", "changed", echo=True, psid=DANA, metadata="pagedesk:2")
+    )
+    await connected.settled()
+    assert thread_texts(connected, dana) == before
+    # the same words, written by a person in Meta Business Suite: shown, as the Page
+    await connected.deliver_facebook(dm("mid.inbox", "On its way", echo=True, psid=DANA))
+    await connected.settled()
+    new = thread_texts(connected, dana)[len(before) :]
+    assert len(new) == 1 and "On its way" in new[0] and PAGE_NAME in new[0]
+
+
+async def comment(st: Stage, cid: str, text: str, age: timedelta = timedelta(0)) -> None:
+    created = int((datetime.now(UTC) - age).timestamp())
+    st.graph.add_post(POST, "New menu!", "2026-01-01T10:00:00+0000")
+    st.graph.add_comment(
+        POST,
+        cid,
+        ("u1", "Ann Lee"),
+        text,
+        datetime.fromtimestamp(created, UTC).strftime("%Y-%m-%dT%H:%M:%S+0000"),
+    )
+    delivery = comment_delivery(PAGE_ID, POST, cid, ("u1", "Ann Lee"), text, created_time=created)
+    await st.deliver_facebook(delivery)
+    await st.settled()
+
+
+def comment_topic(st: Stage) -> int:
+    [found] = [t for t, info in topics(st).items() if not info["name"].startswith("Message from")]
+    return found
+
+
+async def test_a_messenger_task_merged_into_a_comment_task_answers_as_a_comment(
+    connected: Stage,
+) -> None:
+    await comment(connected, "c_1", "Is it vegan?")  # task #1
+    dana = await person_writes(connected, DANA, "Dana Kim", "mid.1", timedelta(minutes=5))
+    post_topic = comment_topic(connected)
+    await staff_says(connected, "/merge 2", post_topic)
+    await connected.deliver_facebook(dm("mid.2", "Any news?", psid=DANA))
+    await connected.settled()
+    assert "Dana Kim: Any news?" in thread_texts(connected, post_topic)
+    assert "Dana Kim: Any news?" not in thread_texts(connected, dana)
+    await staff_says(
+        connected,
+        "Yes, vegan",
+        post_topic,
+        reply_to=message_id_of(connected, post_topic, "Any news?"),
+    )
+    assert sent_to(connected, DANA) == []  # never the Send API from a comment task
+    [posted] = connected.graph.comments
+    assert (posted.parent_id, posted.message) == ("c_1", "Yes, vegan")
+    assert any("this task's channel" in t for t in thread_texts(connected, post_topic))
+
+
+async def test_a_comment_task_merged_into_a_messenger_task_answers_in_messenger(
+    connected: Stage,
+) -> None:
+    dana = await person_writes(connected, DANA, "Dana Kim", "mid.1", timedelta(minutes=5))
+    await comment(connected, "c_1", "Is it vegan?")  # task #2
+    await staff_says(connected, "/merge 2", dana)
+    await comment(connected, "c_2", "Hello again")
+    assert "Ann Lee: Hello again" in thread_texts(connected, dana)
+    await staff_says(
+        connected, "Yes, vegan", dana, reply_to=message_id_of(connected, dana, "Hello again")
+    )
+    assert connected.graph.comments == []  # never a comment call with a Messenger id
+    [sent] = sent_to(connected, DANA)
+    assert sent["message"]["text"] == "Yes, vegan"
+    assert any("Sent in Messenger" in t for t in thread_texts(connected, dana))
+
+
+async def test_dm_answers_a_commenter_privately_once_within_7_days(connected: Stage) -> None:
+    await comment(connected, "c_1", "How much is it?")
+    post_topic = comment_topic(connected)
+    await staff_says(connected, "/dm It is 5 euros, Ann", post_topic)
+    [private] = connected.graph.messages
+    assert private["recipient"] == {"comment_id": "c_1"}
+    assert private["message"]["text"] == "It is 5 euros, Ann"
+    assert connected.graph.called("messages")[-1].params["path"] == f"{PAGE_ID}/messages"
+    assert any("privately in Messenger" in t for t in thread_texts(connected, post_topic))
+
+    await staff_says(connected, "/dm Once more", post_topic)
+    assert len(connected.graph.called("messages")) == 1
+    assert any("already answered privately" in t for t in thread_texts(connected, post_topic))
+
+    # the person answers in Messenger: their task's root links back to the comment's
+    psid = connected.graph.psids["u1"]
+    connected.graph.add_profile(psid, "Ann Lee")
+    await connected.deliver_facebook(dm("mid.ann", "Thanks! Can I order?", psid=psid))
+    await connected.settled()
+    ann = topic_named(connected, "Message from Ann Lee")
+    texts = thread_texts(connected, ann)
+    assert "private reply to a comment in task #1" in texts[0]
+    assert "Ann Lee: Thanks! Can I order?" in texts
+    assert any(
+        "answered the private reply in Messenger: task #2" in t
+        for t in thread_texts(connected, post_topic)
+    )
+    await staff_says(connected, "Sure!", ann)
+    assert sent_to(connected, psid)[-1]["messaging_type"] == "RESPONSE"
+
+
+async def test_dm_on_a_comment_older_than_7_days_is_refused(connected: Stage) -> None:
+    await comment(connected, "c_old", "Still open?", age=timedelta(days=10))
+    post_topic = comment_topic(connected)
+    await staff_says(connected, "/dm We are", post_topic)
+    assert connected.graph.called("messages") == []
+    assert any("10 days old" in t for t in thread_texts(connected, post_topic))

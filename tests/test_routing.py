@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -269,3 +270,69 @@ def test_who_may_bind_and_manage_a_page() -> None:
     assert "telegram:66" in refusal and "BOT_ADMINS" in refusal
     anonymous = Actor("telegram", "", is_operator=False, is_chat_admin=True, anonymous=True)
     assert "anonymously" in binding_refusal(anonymous)
+
+
+# --- issue 12: Messenger's windows, echoes, merged channels, private replies ----------------
+
+
+def test_messengers_24_hour_rule_and_the_human_agent_tag() -> None:
+    def rule(age: timedelta, human: bool = True) -> routing.SendRule | routing.Refuse:
+        return routing.messenger_send_rule(T0 - age, T0, written_by_person=human)
+
+    assert rule(timedelta(hours=1)) == routing.SendRule("RESPONSE")
+    assert rule(timedelta(hours=24)) == routing.SendRule("RESPONSE")
+    assert rule(timedelta(hours=1), human=False) == routing.SendRule("RESPONSE")
+    tagged = rule(timedelta(hours=30))
+    assert isinstance(tagged, routing.SendRule)
+    assert (tagged.messaging_type, tagged.tag) == ("MESSAGE_TAG", "HUMAN_AGENT")
+    assert tagged.note and "30 hours" in tagged.note
+    quick = rule(timedelta(hours=30), human=False)  # a quick reply is never tagged
+    assert isinstance(quick, routing.Refuse) and "quick reply" in quick.reason
+    late = rule(timedelta(days=8))
+    assert isinstance(late, routing.Refuse) and "8 days old" in late.reason
+    assert isinstance(routing.messenger_send_rule(None, T0, written_by_person=True), routing.Refuse)
+
+
+def test_echoes_are_ours_by_mid_or_metadata_never_by_text() -> None:
+    echo = MessengerEvent(PAGE.id, PAGE.id, "psid", "mid.9", "Thanks", T0, is_echo=True)
+    task = TaskView(3, "open", channel="messenger")
+    pending = MessageView(7, "staff", None, None, "Thanks", "sending", None)
+    ours = replace(echo, metadata=routing.send_metadata(7))
+    assert routing.route_direct_message(
+        ours, PAGE, known=None, open_task=task, unconfirmed_answers=[pending]
+    ) == routing.BindEcho(7)
+    assert isinstance(
+        routing.route_direct_message(ours, PAGE, known=None, open_task=task), routing.Ignore
+    )
+    # the same text without our marker: a person wrote it in the Page's inbox
+    assert routing.route_direct_message(
+        echo, PAGE, known=None, open_task=task, unconfirmed_answers=[pending]
+    ) == routing.JoinTask(3, as_page=True)
+    other_app = replace(echo, app_id="42")
+    assert isinstance(
+        routing.route_direct_message(other_app, PAGE, known=None, open_task=task, our_app_id="42"),
+        routing.Ignore,
+    )
+
+
+def test_an_answer_after_a_merge_takes_the_surviving_tasks_channel() -> None:
+    dm = MessageView(3, "customer", "m_1", None, "hi", "relayed", None, author_fb_id="psid-9")
+    top = MessageView(2, "customer", "c1", POST, "hi", "relayed", POST, author_fb_id="u1")
+    comments, messenger = OPEN, TaskView(2, "open", channel="messenger")
+    assert routing.answer_destination(comments, dm, top) == routing.CommentReply("c1", True)
+    assert routing.answer_destination(messenger, top, dm) == routing.MessengerSend("psid-9", True)
+    assert isinstance(routing.answer_destination(messenger, top, None), routing.Refuse)
+    assert isinstance(routing.answer_destination(messenger, top, top), routing.Refuse)
+    assert routing.rerouted_note(routing.CommentReply("c1")) is None
+    assert routing.rerouted_note(routing.MessengerSend("p", True))
+
+
+def test_a_private_reply_once_per_comment_within_7_days() -> None:
+    fresh = replace(msg(), created_at=T0 - timedelta(days=2))
+    assert routing.private_reply_refusal(fresh, T0, already_sent=False) is None
+    assert "already" in (routing.private_reply_refusal(fresh, T0, already_sent=True) or "")
+    old = replace(fresh, created_at=T0 - timedelta(days=10))
+    assert "10 days old" in (routing.private_reply_refusal(old, T0, already_sent=False) or "")
+    dm = MessageView(3, "customer", "m_1", None, "hi", "relayed", None)
+    assert routing.private_reply_refusal(dm, T0, already_sent=False)
+    assert routing.private_reply_refusal(None, T0, already_sent=False)

@@ -16,7 +16,9 @@ from bot.crypto import TokenBox
 from bot.errors import DeliveryError
 from bot.jobs.kinds import (
     ChatNotice,
+    FacebookJob,
     FbAnswer,
+    FbPrivateReply,
     OpenThread,
     TaskJob,
     chat_pace,
@@ -68,11 +70,11 @@ class Core:
 
     # --- jobs ---------------------------------------------------------------------------
 
-    def add_job(self, s: AsyncSession, task: Task, job: TaskJob | FbAnswer) -> None:
+    def add_job(self, s: AsyncSession, task: Task, job: TaskJob | FacebookJob) -> None:
         """Queue a job of a task, in its lane, paced against its chat or its page."""
         payload = encode(job)
         if job.paced:
-            if isinstance(job, FbAnswer):
+            if isinstance(job, FbAnswer | FbPrivateReply):
                 payload["pace"] = page_pace(task.page_id)
             else:
                 payload["pace"] = chat_pace(task.chat_platform, task.chat_id)

@@ -5,16 +5,24 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import routing
 from bot.core.context import NOT_HERE, Core
-from bot.domain import Direction, MessageState, PageInfo, PostInfo, TaskStatus
-from bot.jobs.kinds import ChatNotice, FbAnswer, NoticeInTask, ShowAnswer, ThreadState
+from bot.domain import Channel, Direction, MessageState, PageInfo, PostInfo, TaskStatus
+from bot.jobs.kinds import (
+    ChatNotice,
+    FbAnswer,
+    FbPrivateReply,
+    NoticeInTask,
+    ShowAnswer,
+    ThreadState,
+)
 from bot.rules.content import template_values
-from bot.storage.models import Message, Task, utcnow
+from bot.storage.models import Message, PrivateReply, Task, utcnow
 from bot.storage.repositories import message_view, task_view
 from bot.templates import render
 
@@ -122,9 +130,11 @@ class StaffDesk:
         chat_message_id: str | None,
         *,
         shown_as: str | None,
+        human: bool = True,
     ) -> None:
         """Store an answer and queue it to Facebook; ``shown_as``: also show it in the
-        thread (it was written elsewhere), signed with that name."""
+        thread (it was written elsewhere), signed with that name. ``human``: a person
+        wrote it (Messenger's HUMAN_AGENT tag is for those alone)."""
         msg = Message(
             task_id=task.id,
             direction=Direction.STAFF,
@@ -138,7 +148,74 @@ class StaffDesk:
         await s.flush()
         if shown_as is not None:
             self.core.add_job(s, task, ShowAnswer(task.id, msg.id, by=shown_as))
-        self.core.add_job(s, task, FbAnswer(task.id, msg.id))
+        self.core.add_job(s, task, FbAnswer(task.id, msg.id, human=human))
+
+    async def private_reply(
+        self,
+        task_id: int,
+        text: str,
+        *,
+        user_id: str,
+        chat_message_id: str | None,
+        reply_to_chat_message_id: str | None = None,
+    ) -> str | None:
+        """``/dm <text>``: answer the commenter of the comment replied to (else the latest
+        one) privately in Messenger. Returns a reason when it cannot."""
+        text = text.strip()
+        if not text:
+            return "Usage: /dm <text> — sent privately in Messenger to the commenter."
+        repo = self.core.repo
+        try:
+            async with self.core.tx() as s:
+                task = await repo.tasks.get(s, task_id)
+                if task is None:
+                    return "This task is gone."
+                if not await self.core.page_here(s, task):
+                    return f"Not sent: {NOT_HERE}."
+                comment = (
+                    await repo.messages.by_chat_id(s, task.id, reply_to_chat_message_id)
+                    if reply_to_chat_message_id
+                    else None
+                )
+                if comment is None or comment.direction != Direction.CUSTOMER:
+                    comment = await repo.messenger.latest_customer_on_channel(
+                        s, task.id, Channel.COMMENTS
+                    )
+                earlier = (
+                    await repo.messenger.private_reply(s, comment.fb_id)
+                    if comment is not None and comment.fb_id
+                    else None
+                )
+                earlier_msg = (
+                    await repo.messages.get(s, earlier.message_id) if earlier is not None else None
+                )
+                refusal = routing.private_reply_refusal(
+                    message_view(comment) if comment else None,
+                    datetime.now(UTC),
+                    already_sent=earlier_msg is not None
+                    and earlier_msg.state != MessageState.FAILED,
+                )
+                if refusal is not None:
+                    return f"Not sent: {refusal}."
+                assert comment is not None and comment.fb_id is not None
+                msg = Message(
+                    task_id=task.id,
+                    direction=Direction.STAFF,
+                    staff_user_id=user_id,
+                    text=text,
+                    answers_message_id=comment.id,
+                    chat_message_id=chat_message_id,
+                    state=MessageState.PENDING,
+                )
+                s.add(msg)
+                if earlier is not None:
+                    await s.delete(earlier)  # its send failed: this one takes its place
+                await s.flush()
+                s.add(PrivateReply(comment_fb_id=comment.fb_id, task_id=task.id, message_id=msg.id))
+                self.core.add_job(s, task, FbPrivateReply(task.id, msg.id))
+        except IntegrityError:
+            return "Not sent: this comment was already answered privately."
+        return None
 
     async def answer_message(self, message_id: int, text: str, user_id: str) -> None:
         """Answer one customer message chosen in the chat's UI (Slack's Reply button). The
@@ -262,6 +339,7 @@ class StaffDesk:
                 user_id,
                 chat_message_id,
                 shown_as=by if chat_message_id is None else None,
+                human=False,
             )
         return None
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 
 from sqlalchemy.exc import IntegrityError
@@ -323,6 +324,17 @@ class FacebookEvents:
                     data=data,
                 )
                 content = task_content(await self._template(s, page.id), values)
+                origin = (
+                    await self.core.repo.messenger.private_reply_to(s, fb_id)
+                    if channel == Channel.MESSENGER
+                    else None
+                )
+                if origin is not None:
+                    # the person answered a private reply: this task's root links back
+                    link = f"Began with a private reply to a comment in task #{origin.task_id}"
+                    content = replace(
+                        content, additional_data=f"{content.additional_data}\n{link}".strip()
+                    )
                 task = Task(
                     page_id=page.id,
                     channel=channel,
@@ -346,6 +358,12 @@ class FacebookEvents:
                 self.core.add_job(s, task, OpenThread(task.id))
                 self.core.add_job(s, task, Relay(task.id, message.id))
                 self.core.metrics.tasks_opened.inc()
+                commented = await self.core.repo.tasks.get(s, origin.task_id) if origin else None
+                if commented is not None:
+                    note = (
+                        f"{contact.name} answered the private reply in Messenger: task #{task.id}."
+                    )
+                    self.core.add_job(s, commented, NoticeInTask(commented.id, note))
 
     async def _post_removed(self, page: Page, ev: PostRemovedEvent) -> None:
         async with self.core.tx() as s:

@@ -15,7 +15,7 @@ import hmac
 import itertools
 import re
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiohttp import web
@@ -55,6 +55,19 @@ PROOF_INVALID = {
         "fbtrace_id": "fake",
     }
 }
+
+
+def _send_error(code: int, subcode: int | None, message: str) -> dict[str, Any]:
+    error: dict[str, Any] = {"message": message, "type": "OAuthException", "code": code}
+    if subcode is not None:
+        error["error_subcode"] = subcode
+    return {"error": {**error, "fbtrace_id": "fake"}}
+
+
+# Messenger's Send API outside the 24-hour window (or 7 days with HUMAN_AGENT)
+OUTSIDE_WINDOW = _send_error(10, 2018278, "(#10) This message is sent outside of allowed window.")
+# a second private reply to the same comment
+ALREADY_REPLIED = _send_error(10900, None, "(#10900) Activity already replied to")
 _MESSAGES_FIELD = re.compile(r"messages(?:\.limit\((\d+)\))?(?:\{([^}]*)\})?")
 
 
@@ -135,6 +148,11 @@ class FakeGraph(FakeServer):
         # (page id, psid) -> the conversation's messages, oldest first
         self.conversations: dict[tuple[str, str], list[dict[str, Any]]] = {}
         self._ids = itertools.count(900_000_000_000_001)
+        # Messenger: when each person last wrote, comments answered privately, and the
+        # page-scoped id a commenter has in Messenger
+        self.last_from_person: dict[tuple[str, str], datetime] = {}
+        self.private_replied: set[str] = set()
+        self.psids: dict[str, str] = {}
         self.app.router.add_route("*", "/{version}/{path:.*}", self._handle)
 
     def add_page(self, page_id: str, name: str, token: str) -> FakePage:
@@ -330,12 +348,7 @@ class FakeGraph(FakeServer):
             )
             return web.json_response({"id": comment_id})
         if method == "messages":
-            mid = f"m_{next(self._ids)}"
-            self.messages.append({**params, "message_id": mid})
-            psid = str((params.get("recipient") or {}).get("id", ""))
-            text = str((params.get("message") or {}).get("text", ""))
-            self._converse(page.id, psid, mid, text, from_page=True)
-            return web.json_response({"recipient_id": psid, "message_id": mid})
+            return self._send(page, params)
         if method == "post_comments":
             object_id = path.split("/")[0]
             if object_id in self.deleted:
@@ -364,6 +377,59 @@ class FakeGraph(FakeServer):
         return web.json_response(
             {"error": {"message": f"unknown path {path}", "code": 100}}, status=400
         )
+
+    # --- Messenger: the Send API's windows and private replies -----------------------------
+
+    def person_wrote(self, page_id: str, psid: str, at: datetime) -> None:
+        """The person's last Messenger message to the page was at ``at``: the Send API
+        measures its 24-hour and 7-day windows from it."""
+        self.last_from_person[(page_id, psid)] = at
+
+    def _send(self, page: FakePage, params: dict[str, Any]) -> web.StreamResponse:
+        recipient = params.get("recipient") or {}
+        message = params.get("message") or {}
+        text = str(message.get("text", ""))
+        if recipient.get("comment_id"):
+            return self._private_reply(page, str(recipient["comment_id"]), params)
+        psid = str(recipient.get("id", ""))
+        last = self.last_from_person.get((page.id, psid))
+        if last is not None:
+            age = datetime.now(UTC) - last
+            tagged = params.get("messaging_type") == "MESSAGE_TAG"
+            if tagged and params.get("tag") != "HUMAN_AGENT":
+                return web.json_response(_send_error(100, None, "Invalid tag"), status=400)
+            window = timedelta(days=7) if tagged else timedelta(hours=24)
+            if age > window:
+                return web.json_response(OUTSIDE_WINDOW, status=400)
+        mid = f"m_{next(self._ids)}"
+        self.messages.append({**params, "message_id": mid})
+        self._converse(page.id, psid, mid, text, from_page=True)
+        return web.json_response({"recipient_id": psid, "message_id": mid})
+
+    def _private_reply(
+        self, page: FakePage, comment_id: str, params: dict[str, Any]
+    ) -> web.StreamResponse:
+        """One per comment, within 7 days of it; the answer names the person's PSID."""
+        if comment_id in self.private_replied:
+            return web.json_response(ALREADY_REPLIED, status=400)
+        comment = next(
+            (c for items in self.post_comments.values() for c in items if c["id"] == comment_id),
+            None,
+        )
+        if (
+            comment is not None
+            and datetime.now(UTC).timestamp() - _ts(comment["created_time"])
+            > timedelta(days=7).total_seconds()
+        ):
+            return web.json_response(OUTSIDE_WINDOW, status=400)
+        author = str(((comment or {}).get("from") or {}).get("id", comment_id))
+        psid = self.psids.setdefault(author, f"{next(self._ids)}")
+        self.private_replied.add(comment_id)
+        mid = f"m_{next(self._ids)}"
+        self.messages.append({**params, "message_id": mid})
+        text = str((params.get("message") or {}).get("text", ""))
+        self._converse(page.id, psid, mid, text, from_page=True)
+        return web.json_response({"recipient_id": psid, "message_id": mid})
 
     def _conversations(self, page: FakePage, params: dict[str, Any]) -> dict[str, Any]:
         """``GET /{page-id}/conversations``: one entry per person (``user_id`` picks one),
@@ -401,6 +467,8 @@ class FakeGraph(FakeServer):
             return "subscribed_apps"
         if path.endswith("/conversations"):
             return "conversations"
+        if path.endswith("/messages") and http_method == "POST":
+            return "messages"  # POST /{page-id}/messages: the Send API, private replies too
         if path.endswith("/comments") and http_method == "POST":
             return "comments"
         if path.endswith("/comments"):

@@ -342,18 +342,61 @@ class GraphClient:
         )
         return str(body["id"])
 
-    async def send_message(self, psid: str, text: str, page_token: str) -> str:
+    async def send_message(
+        self,
+        psid: str,
+        text: str,
+        page_token: str,
+        *,
+        messaging_type: str = "RESPONSE",
+        tag: str | None = None,
+        metadata: str | None = None,
+        attachment: tuple[str, str] | None = None,
+    ) -> str:
+        """The Send API. ``tag`` goes with ``messaging_type`` MESSAGE_TAG (HUMAN_AGENT
+        after the 24-hour window); ``metadata`` comes back in the echo, so that our own
+        sends are known without comparing text; ``attachment`` is (type, url): Facebook
+        fetches the file from the URL."""
+        message: dict[str, Any] = {}
+        if attachment is not None:
+            kind, url = attachment
+            message["attachment"] = {"type": kind, "payload": {"url": url, "is_reusable": False}}
+        else:
+            message["text"] = text
+        if metadata is not None:
+            message["metadata"] = metadata
+        payload: dict[str, Any] = {
+            "recipient": {"id": psid},
+            "messaging_type": messaging_type,
+            "message": message,
+        }
+        if tag is not None:
+            payload["tag"] = tag
+        body = await self._call("POST", "me/messages", page_token, json_body=payload)
+        return str(body.get("message_id", ""))
+
+    async def private_reply(
+        self,
+        page_id: str,
+        comment_id: str,
+        text: str,
+        page_token: str,
+        *,
+        metadata: str | None = None,
+    ) -> tuple[str, str]:
+        """A private reply: ``POST /{page-id}/messages`` to ``recipient.comment_id``.
+        Facebook allows one per comment, within 7 days of it. Returns (the person's
+        page-scoped id, the message id): their answer arrives from that id."""
+        message: dict[str, Any] = {"text": text}
+        if metadata is not None:
+            message["metadata"] = metadata
         body = await self._call(
             "POST",
-            "me/messages",
+            f"{page_id}/messages",
             page_token,
-            json_body={
-                "recipient": {"id": psid},
-                "messaging_type": "RESPONSE",
-                "message": {"text": text},
-            },
+            json_body={"recipient": {"comment_id": comment_id}, "message": message},
         )
-        return str(body.get("message_id", ""))
+        return str(body.get("recipient_id", "")), str(body.get("message_id", ""))
 
     # --- looking before sending again ----------------------------------------------------
     # After a timeout or a 5xx Facebook may well have stored the answer. These find it, so

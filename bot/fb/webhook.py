@@ -6,7 +6,14 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
-from bot.domain import CommentEvent, FacebookEvent, FbUser, MessengerEvent, PostRemovedEvent
+from bot.domain import (
+    Attachment,
+    CommentEvent,
+    FacebookEvent,
+    FbUser,
+    MessengerEvent,
+    PostRemovedEvent,
+)
 
 log = logging.getLogger(__name__)
 
@@ -110,9 +117,14 @@ def _parse_messaging(page_id: str, item: Any) -> MessengerEvent | None:
         return None
     raw_text = message.get("text")
     text: str = raw_text if isinstance(raw_text, str) else ""
-    if not text and message.get("attachments"):
-        kinds = [str(a.get("type", "file")) for a in message["attachments"] if isinstance(a, dict)]
-        text = "[" + ", ".join(kinds or ["attachment"]) + "]"
+    raw_attachments = message.get("attachments")
+    attachments = tuple(
+        Attachment(str(a.get("type") or "file"), _str(_dict(a.get("payload")).get("url")))
+        for a in (raw_attachments if isinstance(raw_attachments, list) else [])
+        if isinstance(a, dict)
+    )
+    if not text and raw_attachments:
+        text = "[" + ", ".join([a.kind for a in attachments] or ["attachment"]) + "]"
     return MessengerEvent(
         page_id=page_id,
         sender_id=sender,
@@ -121,4 +133,7 @@ def _parse_messaging(page_id: str, item: Any) -> MessengerEvent | None:
         text=text,
         timestamp=_time(item.get("timestamp")),
         is_echo=bool(message.get("is_echo")),
+        app_id=_str(message.get("app_id")),
+        metadata=message.get("metadata") if isinstance(message.get("metadata"), str) else None,
+        attachments=attachments,
     )

@@ -40,6 +40,15 @@ NO_TOPICS = (
 )
 
 
+def reply_to_in_topic(m: Message) -> str | None:
+    """The message a staff member chose to reply to. Every message in a topic replies to
+    the topic's creation message; only another target is a choice."""
+    reply_to = m.reply_to_message
+    if reply_to is None or reply_to.message_id == m.message_thread_id:
+        return None
+    return str(reply_to.message_id)
+
+
 def anonymous_admin(m: Message) -> bool:
     """An admin writing as the group itself (Telegram's anonymous admins)."""
     return m.sender_chat is not None and m.sender_chat.id == m.chat.id
@@ -161,6 +170,7 @@ class TelegramEdge:
             chat_label=f"the Telegram group “{m.chat.title or m.chat.id}”",
             user_token=token.get_secret_value() if token else None,
             prepare=has_topics,
+            reply_to_chat_message_id=reply_to_in_topic(m),
         )
 
     # --- the handlers -------------------------------------------------------------------

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 
 from bot import routing
 from bot.core.context import Core
 from bot.domain import MessageState
 from bot.errors import DeliveryError
-from bot.jobs.kinds import FbAnswer, MarkDelivered
+from bot.jobs.kinds import FbAnswer, FbPrivateReply, MarkDelivered, NoticeInTask
 from bot.jobs.runner import JobRunner
 from bot.storage.models import OutboxJob, Task
 from bot.storage.repositories import message_view, task_view
@@ -22,6 +23,7 @@ class FacebookJobs:
 
     def register(self, runner: JobRunner) -> None:
         runner.register(FbAnswer, self.answer)
+        runner.register(FbPrivateReply, self.private_reply)
 
     async def answer(self, job: FbAnswer, row: OutboxJob) -> None:
         repo = self.core.repo
@@ -36,6 +38,11 @@ class FacebookJobs:
                 else None
             )
             page = await repo.pages.get(s, task.page_id) if task else None
+            latest_on_channel = (
+                await repo.messenger.latest_customer_on_channel(s, task.id, task.channel)
+                if task is not None and target is not None
+                else None
+            )
         if msg.fb_id is not None:
             # the webhook's echo of this answer came back before Facebook's answer to our
             # POST (or after an unclear failure): it is on Facebook, say so once
@@ -48,7 +55,23 @@ class FacebookJobs:
         if graph is None:
             raise DeliveryError("Facebook is not configured", retryable=False)
         token = self.core.page_token(page)
-        to = routing.answer_destination(task_view(task), message_view(target))
+        to = routing.answer_destination(
+            task_view(task),
+            message_view(target),
+            message_view(latest_on_channel) if latest_on_channel else None,
+        )
+        if isinstance(to, routing.Refuse):
+            raise DeliveryError(to.reason, retryable=False)
+        rule: routing.SendRule | None = None
+        if isinstance(to, routing.MessengerSend):
+            async with self.core.db.read() as s:
+                last = await repo.messenger.last_from_person(s, to.psid)
+            decided = routing.messenger_send_rule(
+                last, datetime.now(UTC), written_by_person=job.human
+            )
+            if isinstance(decided, routing.Refuse):
+                raise DeliveryError(decided.reason, retryable=False)
+            rule = decided
         if msg.state == MessageState.SENDING or row.attempts > 0:
             # An earlier try may have reached Facebook and still failed here (a timeout,
             # a dropped connection, a 5xx after the write): look before sending again.
@@ -68,12 +91,69 @@ class FacebookJobs:
                 assert sending is not None
                 sending.state = MessageState.SENDING
         if isinstance(to, routing.MessengerSend):
-            fb_id = await graph.send_message(to.psid, msg.text, token)
+            assert rule is not None
+            fb_id = await graph.send_message(
+                to.psid,
+                msg.text,
+                token,
+                messaging_type=rule.messaging_type,
+                tag=rule.tag,
+                metadata=routing.send_metadata(msg.id),
+            )
         else:
             fb_id = await graph.reply_to_comment(to.comment_id, msg.text, token)
-        await self.delivered(task, msg.id, fb_id)
+        notes = [n for n in (routing.rerouted_note(to), rule.note if rule else None) if n]
+        await self.delivered(task, msg.id, fb_id, notes=notes)
 
-    async def delivered(self, task: Task, message_id: int, fb_id: str | None) -> None:
+    async def private_reply(self, job: FbPrivateReply, row: OutboxJob) -> None:
+        """``/dm``: the text goes to the commenter in Messenger. Facebook refuses a second
+        one for the same comment, so an unclear failure is not sent again blindly: the
+        thread says so instead."""
+        repo = self.core.repo
+        async with self.core.db.read() as s:
+            msg = await repo.messages.get(s, job.message_id)
+            if msg is None or msg.state == MessageState.DELIVERED:
+                return
+            task = await repo.tasks.get(s, msg.task_id)
+            comment = (
+                await repo.messages.get(s, msg.answers_message_id)
+                if msg.answers_message_id
+                else None
+            )
+            page = await repo.pages.get(s, task.page_id) if task else None
+        if task is None or comment is None or page is None or comment.fb_id is None:
+            raise DeliveryError("the comment it answers is gone", retryable=False)
+        if msg.state == MessageState.SENDING:
+            raise DeliveryError(
+                "it is unclear whether Facebook took the private reply, and it allows only "
+                "one per comment: look in the Page's inbox",
+                retryable=False,
+            )
+        graph = self.core.graph
+        if graph is None:
+            raise DeliveryError("Facebook is not configured", retryable=False)
+        token = self.core.page_token(page)
+        async with self.core.tx() as s:
+            sending = await repo.messages.get(s, msg.id)
+            assert sending is not None
+            sending.state = MessageState.SENDING
+        psid, mid = await graph.private_reply(
+            page.id, comment.fb_id, msg.text, token, metadata=routing.send_metadata(msg.id)
+        )
+        async with self.core.tx() as s:
+            record = await repo.messenger.private_reply(s, comment.fb_id)
+            if record is not None:
+                record.psid = psid or None
+        who = comment.author_name or "the commenter"
+        note = (
+            f"Answered {who}'s comment privately in Messenger. When they answer, the "
+            "conversation continues in their Messenger task."
+        )
+        await self.delivered(task, msg.id, mid or None, notes=[note])
+
+    async def delivered(
+        self, task: Task, message_id: int, fb_id: str | None, *, notes: list[str] | None = None
+    ) -> None:
         async with self.core.tx() as s:
             row = await self.core.repo.messages.get(s, message_id)
             assert row is not None
@@ -87,4 +167,9 @@ class FacebookJobs:
             # queued even before the answer's chat copy exists (Slack's Reply modal): the
             # copy is queued earlier in the same lane, so it is there when this runs
             self.core.add_job(s, task, MarkDelivered(task.id, row.id))
+            for note in notes or ():
+                # which rule or channel an answer took, when it is not the plain one
+                self.core.add_job(
+                    s, task, NoticeInTask(task.id, note, reply_to=row.chat_message_id)
+                )
         self.core.metrics.answers.labels("delivered").inc()

@@ -15,7 +15,16 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot.core.context import Core
 from bot.domain import MessageState
 from bot.errors import DeliveryError, failure_kind
-from bot.jobs.kinds import ChatNotice, FbAnswer, Job, JobKind, NoticeInTask, Relay
+from bot.jobs.kinds import (
+    ChatNotice,
+    FacebookJob,
+    FbAnswer,
+    FbPrivateReply,
+    Job,
+    JobKind,
+    NoticeInTask,
+    Relay,
+)
 from bot.jobs.runner import JobRunner
 from bot.storage.models import OutboxJob
 
@@ -39,7 +48,7 @@ class FailureReports:
         runner.on_failed(self.failed)
 
     async def failed(self, s: AsyncSession, job: Job, row: OutboxJob, error: DeliveryError) -> None:
-        if isinstance(job, FbAnswer):
+        if isinstance(job, FbAnswer | FbPrivateReply):
             await self.answer_failed(s, job, error)
         elif isinstance(job, ChatNotice):
             self.core.metrics.chat_failures.labels(job.platform, failure_kind(error.reason)).inc()
@@ -47,7 +56,7 @@ class FailureReports:
         else:
             await self.task_job_failed(s, job, error)
 
-    async def answer_failed(self, s: AsyncSession, job: FbAnswer, error: DeliveryError) -> None:
+    async def answer_failed(self, s: AsyncSession, job: FacebookJob, error: DeliveryError) -> None:
         repo = self.core.repo
         msg = await repo.messages.get(s, job.message_id)
         if msg is None:

@@ -25,6 +25,7 @@ class JobKind(StrEnum):
     THREAD_STATE = "thread_state"
     CHAT_NOTICE = "chat_notice"
     FB_ANSWER = "fb_answer"
+    FB_PRIVATE_REPLY = "fb_private_reply"
 
 
 @dataclass(frozen=True)
@@ -121,6 +122,19 @@ class FbAnswer:
     paced: ClassVar[bool] = True
     task_id: int
     message_id: int
+    # written by a person (not a quick reply or anything automatic): only such answers
+    # may go out with Messenger's HUMAN_AGENT tag after the 24-hour window
+    human: bool = True
+
+
+@dataclass(frozen=True)
+class FbPrivateReply:
+    """Answer a comment privately in Messenger (``/dm``): once per comment, within 7 days."""
+
+    kind: ClassVar[JobKind] = JobKind.FB_PRIVATE_REPLY
+    paced: ClassVar[bool] = True
+    task_id: int
+    message_id: int
 
 
 Job = (
@@ -133,6 +147,7 @@ Job = (
     | ThreadState
     | ChatNotice
     | FbAnswer
+    | FbPrivateReply
 )
 TaskJob = OpenThread | Relay | Refresh | ShowAnswer | MarkDelivered | NoticeInTask | ThreadState
 
@@ -148,6 +163,7 @@ JOB_TYPES: dict[str, type[Job]] = {
         ThreadState,
         ChatNotice,
         FbAnswer,
+        FbPrivateReply,
     )
 }
 
@@ -199,10 +215,13 @@ def page_pace(page_id: str) -> list[str]:
     return [f"fb:page:{page_id}"]
 
 
-def task_lane(job: TaskJob | FbAnswer) -> str:
+FacebookJob = FbAnswer | FbPrivateReply
+
+
+def task_lane(job: TaskJob | FacebookJob) -> str:
     """A task's chat jobs run one at a time in order (its thread keeps its order); its
     Facebook answers have their own lane, so a slow chat never holds an answer back."""
-    if isinstance(job, FbAnswer):
+    if isinstance(job, FbAnswer | FbPrivateReply):
         return f"fb:{job.task_id}"
     return f"chat:{job.task_id}"
 

@@ -304,3 +304,17 @@ class DataDeletionRequest(Base):
     confirmation_code: Mapped[str] = mapped_column(String(32), primary_key=True)
     requested_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     summary: Mapped[dict[str, int]] = mapped_column(JSON, default=dict)
+
+
+class PrivateReply(Base):
+    """A private reply (``/dm``) to a person's comment: one per comment, as Facebook
+    allows. ``psid``: whom it reached in Messenger (the Send API's ``recipient_id``), so
+    that their answer's task links back to the comment's."""
+
+    __tablename__ = "private_replies"
+
+    comment_fb_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id"))
+    message_id: Mapped[int] = mapped_column(ForeignKey("messages.id"))
+    psid: Mapped[str | None] = mapped_column(String(64), index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

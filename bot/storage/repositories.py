@@ -13,6 +13,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
+from bot.domain import Channel, Direction
 from bot.routing import MessageView, TaskView
 from bot.storage.models import (
     ConnectLink,
@@ -24,6 +25,7 @@ from bot.storage.models import (
     Page,
     PageTokenHealth,
     Post,
+    PrivateReply,
     QuickReply,
     Task,
     Template,
@@ -40,7 +42,15 @@ def message_view(m: Message) -> MessageView:
         state=m.state,
         post_id=m.fb_post_id,
         author_fb_id=m.author_fb_id,
+        created_at=_utc(m.created_at),
     )
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    # SQLite gives naive datetimes back; they were stored as UTC
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
 
 
 def task_view(t: Task) -> TaskView:
@@ -263,6 +273,50 @@ class MessageRepository:
         return list(rows)
 
 
+class MessengerRepository:
+    """What Messenger's rules look at: the person's last message, private replies."""
+
+    async def last_from_person(self, s: AsyncSession, psid: str) -> datetime | None:
+        """When the person last wrote to the Page in Messenger (Facebook's timestamp)."""
+        value = await s.scalar(
+            select(func.max(Message.created_at)).where(
+                Message.author_fb_id == psid,
+                Message.direction == Direction.CUSTOMER,
+                Message.fb_post_id.is_(None),
+            )
+        )
+        return _utc(value)
+
+    async def latest_customer_on_channel(
+        self, s: AsyncSession, task_id: int, channel: str
+    ) -> Message | None:
+        """A merged task's latest customer message that came through ``channel``."""
+        on_post = Message.fb_post_id.is_not(None)
+        return await s.scalar(
+            select(Message)
+            .where(
+                Message.task_id == task_id,
+                Message.direction == Direction.CUSTOMER,
+                Message.fb_status.is_distinct_from("removed"),
+                on_post if channel == Channel.COMMENTS else Message.fb_post_id.is_(None),
+            )
+            .order_by(Message.id.desc())
+            .limit(1)
+        )
+
+    async def private_reply(self, s: AsyncSession, comment_fb_id: str) -> PrivateReply | None:
+        return await s.get(PrivateReply, comment_fb_id)
+
+    async def private_reply_to(self, s: AsyncSession, psid: str) -> PrivateReply | None:
+        """The latest private reply that reached this person."""
+        return await s.scalar(
+            select(PrivateReply)
+            .where(PrivateReply.psid == psid)
+            .order_by(PrivateReply.created_at.desc())
+            .limit(1)
+        )
+
+
 class TemplateRepository:
     async def get(self, s: AsyncSession, page_id: str, kind: str) -> dict[str, Any] | None:
         row = await s.get(Template, (page_id, kind))
@@ -467,6 +521,7 @@ class Repositories:
         self.posts = PostRepository()
         self.tasks = TaskRepository()
         self.messages = MessageRepository()
+        self.messenger = MessengerRepository()
         self.templates = TemplateRepository()
         self.quick = QuickReplyRepository()
         self.inbox = InboxRepository()
