@@ -93,6 +93,7 @@ class MessengerEvent:
     app_id: str | None = None
     metadata: str | None = None
     attachments: tuple[Attachment, ...] = ()
+    is_deleted: bool = False  # the person deleted the message ``mid``
 
 
 FacebookEvent = CommentEvent | PostRemovedEvent | MessengerEvent

@@ -143,6 +143,10 @@ def route_direct_message(
     are known by their mid (stored from the Send API's answer) or, when the echo comes
     first, by the metadata we sent along; anything else the Page sent was written by a
     person in the Page's inbox and is shown as the Page."""
+    if ev.is_deleted:
+        if known is None or known.direction != Direction.CUSTOMER:
+            return Ignore("deletion of a message we never relayed")
+        return MarkRelayed(known.id, "removed", None)
     if known is not None:
         return Ignore("message already seen")  # our own send's echo: its mid is stored
     if ev.is_echo:

@@ -261,3 +261,45 @@ async def test_dm_on_a_comment_older_than_7_days_is_refused(connected: Stage) ->
     await staff_says(connected, "/dm We are", post_topic)
     assert connected.graph.called("messages") == []
     assert any("10 days old" in t for t in thread_texts(connected, post_topic))
+
+
+def messaging(item: dict[str, Any]) -> dict[str, Any]:
+    return {"object": "page", "entry": [{"id": PAGE_ID, "time": 1, "messaging": [item]}]}
+
+
+async def test_reactions_postbacks_and_deletions_show_reads_do_not(connected: Stage) -> None:
+    dana = await person_writes(connected, DANA, "Dana Kim", "mid.1", timedelta(minutes=5))
+    now = int(datetime.now(UTC).timestamp() * 1000)
+    who = {"sender": {"id": DANA}, "recipient": {"id": PAGE_ID}, "timestamp": now}
+    react = {"reaction": {"mid": "mid.1", "action": "react", "reaction": "love", "emoji": "❤"}}
+    await connected.deliver_facebook(messaging({**who, **react}))
+    await connected.deliver_facebook(messaging({**who, **react}))  # a repeat
+    tap = {"postback": {"mid": "mid.pb", "title": "Opening hours", "payload": "HOURS"}}
+    await connected.deliver_facebook(messaging({**who, **tap}))
+    await connected.deliver_facebook(messaging({**who, "read": {"watermark": now}}))
+    await connected.deliver_facebook(
+        messaging({**who, "delivery": {"mids": ["mid.1"], "watermark": now}})
+    )
+    await connected.deliver_facebook(
+        messaging({**who, "message": {"mid": "mid.1", "is_deleted": True}})
+    )
+    await connected.settled()
+    texts = thread_texts(connected, dana)
+    assert sum("reacted ❤" in t for t in texts) == 1
+    assert any("Opening hours" in t for t in texts)
+    assert any("Hello from Dana Kim" in t and "removed" in t for t in texts)
+    assert len(texts) == 4  # root, message, reaction, postback: reads and deliveries ignored
+
+
+async def test_a_customer_picture_shows_with_a_link(connected: Stage) -> None:
+    connected.graph.add_profile(DANA, "Dana Kim")
+    item = load_fixture("fb_messenger_entry_attachment_doc.json")["messaging"][0]
+    item["sender"]["id"], item["recipient"]["id"] = DANA, PAGE_ID
+    item["timestamp"] = int(datetime.now(UTC).timestamp() * 1000)
+    item["message"]["attachments"][0].update(
+        type="image", payload={"url": "https://scontent.example/p.jpg"}
+    )
+    await connected.deliver_facebook(messaging(item))
+    await connected.settled()
+    topic = only_topic(connected)
+    assert "[image] https://scontent.example/p.jpg" in thread_texts(connected, topic)[1]

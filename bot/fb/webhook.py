@@ -108,10 +108,11 @@ def _parse_messaging(page_id: str, item: Any) -> MessengerEvent | None:
     if not isinstance(item, dict):
         return None
     message = item.get("message")
-    if not isinstance(message, dict):
-        return None  # deliveries, reads, postbacks: nothing for staff to see
     sender = _str(_dict(item.get("sender")).get("id"))
     recipient = _str(_dict(item.get("recipient")).get("id"))
+    if not isinstance(message, dict):
+        # reactions and postbacks (a tapped button) are shown; deliveries and reads not
+        return _reaction_or_postback(page_id, item, sender, recipient)
     mid = _str(message.get("mid"))
     if not sender or not recipient or not mid:
         return None
@@ -124,7 +125,9 @@ def _parse_messaging(page_id: str, item: Any) -> MessengerEvent | None:
         if isinstance(a, dict)
     )
     if not text and raw_attachments:
-        text = "[" + ", ".join([a.kind for a in attachments] or ["attachment"]) + "]"
+        # what it was, and where Facebook serves it (a link staff can open)
+        text = "\n".join(f"[{a.kind}] {a.url}" if a.url else f"[{a.kind}]" for a in attachments)
+        text = text or "[attachment]"
     return MessengerEvent(
         page_id=page_id,
         sender_id=sender,
@@ -136,4 +139,34 @@ def _parse_messaging(page_id: str, item: Any) -> MessengerEvent | None:
         app_id=_str(message.get("app_id")),
         metadata=message.get("metadata") if isinstance(message.get("metadata"), str) else None,
         attachments=attachments,
+        is_deleted=bool(message.get("is_deleted")),
+    )
+
+
+def _reaction_or_postback(
+    page_id: str, item: dict[str, Any], sender: str | None, recipient: str | None
+) -> MessengerEvent | None:
+    if not sender or not recipient:
+        return None
+    reaction, postback = _dict(item.get("reaction")), _dict(item.get("postback"))
+    stamp = _str(item.get("timestamp")) or ""
+    if reaction:
+        emoji = reaction.get("emoji") or reaction.get("reaction") or "a reaction"
+        done = "removed" if reaction.get("action") == "unreact" else "reacted"
+        text = f"[{done} {emoji} to a message]"
+        # a reaction has no mid of its own: one made of what it is keeps repeats out
+        mid = f"reaction:{reaction.get('mid')}:{sender}:{reaction.get('action')}:{stamp}"
+    elif postback:
+        title = postback.get("title") or postback.get("payload") or ""
+        text = f"[tapped the button “{title}”]"
+        mid = _str(postback.get("mid")) or f"postback:{sender}:{stamp}"
+    else:
+        return None  # delivery and read receipts: nothing for staff to see
+    return MessengerEvent(
+        page_id=page_id,
+        sender_id=sender,
+        recipient_id=recipient,
+        mid=mid[:128],
+        text=text,
+        timestamp=_time(item.get("timestamp")),
     )
