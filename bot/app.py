@@ -159,6 +159,7 @@ def create_app(
     # --- issue 13: Pages connected in the browser, token health, data deletion ---------
     access = PageAccess.build(settings, db, tokens, metrics, lambda: c.graph, *core_seams(parts))
     access.add_routes(app)
+    parts.pages.links = access.links  # /connect without a Page offers a login link
     app[PAGE_ACCESS] = access
     # ------------------------------------------------------------------------------------
     app.on_startup.append(_startup)

@@ -125,6 +125,9 @@ class Invocation:
     chat_label: str = "another chat"
     user_token: str | None = None
     prepare: Callable[[], Awaitable[str | None]] | None = None
+    # says something to this person alone, returning what to say in the chat (Telegram:
+    # a private message, as a group's messages are seen by all; None: replies are private)
+    privately: Callable[[str], Awaitable[str]] | None = None
     reply_to_chat_message_id: str | None = None  # the message the command answers
 
 
@@ -191,6 +194,10 @@ class ChatCommands:
             problem = await inv.prepare()
             if problem is not None:
                 return problem
+        if not inv.args:
+            link = await self.pages.login_link(inv.platform, inv.chat_id, actor)
+            if link is not None:
+                return await inv.privately(link) if inv.privately else link
         return await self.pages.connect(
             inv.args,
             user_token=inv.user_token,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -359,3 +360,29 @@ async def test_the_echo_arriving_before_the_retry_settles_the_answer(connected: 
     assert len(st.graph.called("comments")) == 1
     assert st.telegram.chats[CHAT_ID].reactions[update["message"]["message_id"]] == ["👍"]
     assert not [t for t in thread_texts(st, topic) if "(Page)" in t]
+
+
+# --- /connect without a Page: a one-time login link, to the operator alone ----------------
+
+
+async def test_the_operators_connect_without_a_page_sends_a_login_link_privately(
+    tmp_path: Path,
+) -> None:
+    st = Stage(f"sqlite+aiosqlite:///{tmp_path / 'l.db'}", public_url_is_self=True, fb_app_id="1")
+    await st.start()
+    try:
+        st.telegram.add_chat(CHAT_ID, "Support", admins={ADMIN["id"]})
+        reply = await says(st, CHAT_ID, ADMIN, "/connect")
+        assert reply.startswith("I sent you a link in a private message")
+        [private] = [
+            p for p in st.telegram.private if p["chat_id"] in (ADMIN["id"], str(ADMIN["id"]))
+        ]
+        assert f"{st.url}/connect/" in private["text"] and "15 minutes" in private["text"]
+        # a chat admin who is not the operator gets no link, and is told why
+        admin = {"id": 4244, "is_bot": False, "first_name": "Ida"}
+        st.telegram.chats[CHAT_ID].admins.add(admin["id"])
+        reply = await says(st, CHAT_ID, admin, "/connect")
+        assert "Only the operator" in reply and "/connect/" not in reply
+        assert len(st.telegram.private) == 1
+    finally:
+        await st.stop()

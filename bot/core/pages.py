@@ -3,6 +3,8 @@ templates and quick replies. Who may: ``bot.rules.access``."""
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from bot.core.context import Core, CoreError
 from bot.domain import TaskStatus
 from bot.errors import DeliveryError
@@ -12,11 +14,33 @@ from bot.storage.models import Page, utcnow
 from bot.templates import ContactTemplate, TaskTemplate
 
 MOVED_AWAY = "The Page moved to another chat: this task is closed here."
+LINK_TEXT = (
+    "Connect Pages to this chat by logging in to Facebook: {link}\n"
+    "The link works once, for you, within 15 minutes."
+)
+
+
+class LinkMaker(Protocol):
+    """One-time links to connect Pages in the browser (``bot.browser_connect``)."""
+
+    def missing(self) -> list[str]: ...
+
+    async def new_link(self, platform: str, chat_id: str, user_id: str) -> str | None: ...
 
 
 class PageAdmin:
     def __init__(self, core: Core) -> None:
         self.core = core
+        # set when browser connect is configured (FB_APP_ID, FB_APP_SECRET, PUBLIC_URL)
+        self.links: LinkMaker | None = None
+
+    async def login_link(self, platform: str, chat_id: str, actor: Actor) -> str | None:
+        """For the operator's ``/connect`` without a Page: a one-time link to Facebook
+        Login, bound to this chat and this person; None where it is not configured."""
+        if not actor.is_operator or self.links is None or self.links.missing():
+            return None
+        link = await self.links.new_link(platform, chat_id, actor.user_id)
+        return LINK_TEXT.format(link=link) if link else None
 
     async def connect(
         self,

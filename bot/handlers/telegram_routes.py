@@ -54,6 +54,12 @@ def anonymous_admin(m: Message) -> bool:
     return m.sender_chat is not None and m.sender_chat.id == m.chat.id
 
 
+LINK_SENT = (
+    "I sent you a link in a private message. Nothing came? Open a chat with me, press "
+    "Start, then run /connect here again."
+)
+
+
 class FromPeople(Filter):
     """People, and admins writing as the group; not bots, not channels."""
 
@@ -156,6 +162,11 @@ class TelegramEdge:
         async def has_topics() -> str | None:
             return None if m.chat.type == "supergroup" and m.chat.is_forum else NO_TOPICS
 
+        async def privately(text: str) -> str:
+            # a private chat's id is the person's user id
+            await self.core.say(ChatNotice(PLATFORM, str(user.id) if user else "", text))
+            return LINK_SENT
+
         return Invocation(
             platform=PLATFORM,
             chat_id=str(m.chat.id),
@@ -171,6 +182,7 @@ class TelegramEdge:
             user_token=token.get_secret_value() if token else None,
             prepare=has_topics,
             reply_to_chat_message_id=reply_to_in_topic(m),
+            privately=privately if user is not None else None,
         )
 
     # --- the handlers -------------------------------------------------------------------
