@@ -14,6 +14,7 @@ import logging
 import secrets
 
 from bot.storage.db import Database
+from bot.storage.models import DataDeletionRequest
 from bot.storage.repositories import (
     FORGOTTEN,
     ContactRepository,
@@ -38,6 +39,11 @@ class DataDeletion:
         self.messages = MessageRepository()
         self.tasks = TaskRepository()
         self.requests = DataDeletionRepository()
+
+    async def request(self, code: str) -> DataDeletionRequest | None:
+        """A request by its confirmation code, for its status page."""
+        async with self.db.read() as s:
+            return await self.requests.get(s, code)
 
     async def forget(self, fb_id: str) -> str:
         """Forget the person with this Facebook id; returns the confirmation code."""

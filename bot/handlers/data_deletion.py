@@ -15,7 +15,6 @@ from bot.data_deletion import DataDeletion
 from bot.fb.signed_request import BadSignedRequest, parse_signed_request
 from bot.handlers.html import esc, page
 from bot.metrics import Metrics
-from bot.storage.repositories import DataDeletionRepository
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +33,6 @@ class DataDeletionEdge:
         self.app_secret = app_secret
         self.public_url = public_url.rstrip("/") if public_url else None
         self.metrics = metrics
-        self.requests = DataDeletionRepository()
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_post(PATH, self.request)
@@ -65,8 +63,7 @@ class DataDeletionEdge:
 
     async def status(self, request: web.Request) -> web.StreamResponse:
         code = request.match_info["code"]
-        async with self.deletion.db.read() as s:
-            row = await self.requests.get(s, code)
+        row = await self.deletion.request(code)
         if row is None:
             body = "<p>No data deletion request has this confirmation code.</p>"
             return page("Data deletion request", body, status=404)
