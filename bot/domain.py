@@ -54,6 +54,8 @@ class CommentEvent:
     author: FbUser
     text: str
     created_time: datetime
+    # a photo, video, sticker or GIF with the comment (the feed change's photo/video)
+    attachments: tuple[Attachment, ...] = ()
 
     @property
     def is_reply(self) -> bool:
@@ -73,6 +75,14 @@ class Attachment:
 
     kind: str
     url: str | None
+
+    @property
+    def is_media(self) -> bool:
+        """Shown in the chat as a picture or file (others stay a link in the text)."""
+        return self.url is not None and self.kind in MEDIA_KINDS
+
+
+MEDIA_KINDS = ("image", "video", "audio", "file")
 
 
 @dataclass(frozen=True)

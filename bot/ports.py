@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
 from typing import Protocol, runtime_checkable
@@ -45,6 +45,18 @@ class ChatPost:
     only_for: str | None = None  # a chat user id: shown to that user alone, where possible
     choices: tuple[tuple[str, str], ...] = ()  # (label, value): buttons or a select
     items: tuple[ChatPost, ...] = ()
+    # pictures and files with it: (kind, url), kind "image" | "video" | "audio" | "file"
+    media: tuple[tuple[str, str], ...] = ()
+
+    def with_links(self) -> ChatPost:
+        """The post as text alone: its media as links ("[image] https://…") after it, for
+        where media cannot be shown (a digest, a platform without ``MediaPosts``, a URL
+        the platform refused)."""
+        if not self.media and not self.items:
+            return self
+        links = "\n".join(f"[{kind}] {url}" for kind, url in self.media)
+        text = "\n".join(t for t in (self.text, links) if t)
+        return replace(self, text=text, media=(), items=tuple(i.with_links() for i in self.items))
 
 
 @dataclass(frozen=True)
@@ -87,6 +99,16 @@ class DeliveryMarks(Protocol):
     """A platform that marks a delivered answer on its message (a reaction)."""
 
     async def mark_delivered(self, chat_id: str, thread_id: str, message_id: str) -> None: ...
+
+
+@runtime_checkable
+class MediaPosts(Protocol):
+    """A platform that shows a post's ``media`` as pictures and files (elsewhere they are
+    links in its text). It falls back to the links itself when the platform refuses a URL."""
+
+    async def post_media(
+        self, chat_id: str, thread_id: str, post: ChatPost, reply_to: str | None = None
+    ) -> str: ...
 
 
 @runtime_checkable

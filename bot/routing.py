@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from typing import TypeVar
 
 from bot.domain import (
+    Attachment,
     Channel,
     CommentEvent,
     Direction,
@@ -457,3 +458,13 @@ def comment_reply_target(target: MessageView) -> str:
     if parent and parent != target.post_id:
         return parent
     return target.fb_id
+
+
+# --- pictures and files ---------------------------------------------------------------
+
+
+def media_to_show(attachments: Sequence[Attachment]) -> list[dict[str, str]] | None:
+    """What of a customer's attachments the thread shows as media (pictures, videos,
+    audio, files with a URL), as stored on their message; None when nothing."""
+    shown = [{"type": a.kind, "url": a.url} for a in attachments if a.is_media and a.url]
+    return shown or None

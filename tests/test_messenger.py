@@ -291,15 +291,61 @@ async def test_reactions_postbacks_and_deletions_show_reads_do_not(connected: St
     assert len(texts) == 4  # root, message, reaction, postback: reads and deliveries ignored
 
 
-async def test_a_customer_picture_shows_with_a_link(connected: Stage) -> None:
-    connected.graph.add_profile(DANA, "Dana Kim")
+def with_files(*files: tuple[str, str], text: str | None = None) -> dict[str, Any]:
+    """Dana sends pictures or files ((type, url) each), with a text or not."""
     item = load_fixture("fb_messenger_entry_attachment_doc.json")["messaging"][0]
     item["sender"]["id"], item["recipient"]["id"] = DANA, PAGE_ID
     item["timestamp"] = int(datetime.now(UTC).timestamp() * 1000)
-    item["message"]["attachments"][0].update(
-        type="image", payload={"url": "https://scontent.example/p.jpg"}
-    )
-    await connected.deliver_facebook(messaging(item))
+    item["message"]["attachments"] = [{"type": t, "payload": {"url": u}} for t, u in files]
+    if text is not None:
+        item["message"]["text"] = text
+    return messaging(item)
+
+
+async def test_a_customers_image_and_file_show_as_media(connected: Stage) -> None:
+    connected.graph.add_profile(DANA, "Dana Kim")
+    photo, pdf = "https://scontent.example/p.jpg", "https://cdn.fbsbx.example/menu.pdf"
+    await connected.deliver_facebook(with_files(("image", photo), ("file", pdf), text="Look"))
     await connected.settled()
     topic = only_topic(connected)
-    assert "[image] https://scontent.example/p.jpg" in thread_texts(connected, topic)[1]
+    shown = connected.telegram.media_messages(CHAT_ID, topic)
+    assert [(m["method"], m["media_url"]) for m in shown] == [
+        ("sendPhoto", photo),
+        ("sendDocument", pdf),
+    ]
+    assert shown[0]["visible"] == "Dana Kim: Look"  # the message's line is the caption
+    assert shown[1]["reply_to_message_id"] == shown[0]["message_id"]
+    assert len(thread_texts(connected, topic)) == 1  # the root: no text message besides
+
+
+async def test_a_picture_telegram_cannot_fetch_shows_as_a_link(connected: Stage) -> None:
+    connected.graph.add_profile(DANA, "Dana Kim")
+    connected.telegram.unreachable.add("https://scontent.example/big.jpg")
+    await connected.deliver_facebook(with_files(("image", "https://scontent.example/big.jpg")))
+    await connected.settled()
+    topic = only_topic(connected)
+    assert connected.telegram.media_messages(CHAT_ID, topic) == []
+    assert thread_texts(connected, topic)[1] == "Dana Kim: [image] https://scontent.example/big.jpg"
+
+
+async def test_a_caption_longer_than_telegram_allows_goes_first_as_text(connected: Stage) -> None:
+    connected.graph.add_profile(DANA, "Dana Kim")
+    long = "é" * 1100
+    await connected.deliver_facebook(with_files(("video", "https://v.example/a.mp4"), text=long))
+    await connected.settled()
+    topic = only_topic(connected)
+    [video] = connected.telegram.media_messages(CHAT_ID, topic)
+    assert video["method"] == "sendVideo" and video["caption"] == ""
+    assert thread_texts(connected, topic)[1] == f"Dana Kim: {long}"
+
+
+async def test_a_comment_with_a_photo_or_sticker_shows_it(connected: Stage) -> None:
+    delivery = comment_delivery(PAGE_ID, POST, f"{POST}_1", (EVA, "Eva Lund"), "Love it")
+    delivery["entry"][0]["changes"][0]["value"]["photo"] = "https://scontent.example/sticker.png"
+    await connected.deliver_facebook(delivery)
+    await connected.settled()
+    topic = only_topic(connected)
+    [photo] = connected.telegram.media_messages(CHAT_ID, topic)
+    assert photo["method"] == "sendPhoto"
+    assert photo["media_url"] == "https://scontent.example/sticker.png"
+    assert photo["visible"] == "Eva Lund: Love it"

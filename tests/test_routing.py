@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from bot import routing
-from bot.domain import CommentEvent, FbUser, MessengerEvent, PageInfo, PostInfo
+from bot.domain import Attachment, CommentEvent, FbUser, MessengerEvent, PageInfo, PostInfo
 from bot.routing import MessageView, TaskView
 from bot.rules import content as rules_content
 from bot.rules.access import Actor, binding_refusal, may_bind_page, may_manage_page
@@ -336,3 +336,20 @@ def test_a_private_reply_once_per_comment_within_7_days() -> None:
     dm = MessageView(3, "customer", "m_1", None, "hi", "relayed", None)
     assert routing.private_reply_refusal(dm, T0, already_sent=False)
     assert routing.private_reply_refusal(None, T0, already_sent=False)
+
+
+
+def test_media_to_show_keeps_pictures_and_files_with_a_url() -> None:
+    shown = routing.media_to_show(
+        [
+            Attachment("image", "https://x/p.jpg"),
+            Attachment("file", None),
+            Attachment("location", "https://maps"),
+            Attachment("audio", "https://x/a.mp4"),
+        ]
+    )
+    assert shown == [
+        {"type": "image", "url": "https://x/p.jpg"},
+        {"type": "audio", "url": "https://x/a.mp4"},
+    ]
+    assert routing.media_to_show([]) is None

@@ -458,3 +458,31 @@ async def test_a_deleted_root_gets_a_new_one_and_later_comments_arrive_there(
     assert any("Anyone there?" in t for t in texts[1:])
     await staff(slack, "Yes, we are!", new["ts"])
     assert [(c.parent_id, c.message) for c in slack.graph.comments] == [("c_2", "Yes, we are!")]
+
+
+def dm_with_files(*files: tuple[str, str]) -> dict[str, Any]:
+    item = load_fixture("fb_messenger_entry_attachment_doc.json")["messaging"][0]
+    item["sender"]["id"], item["recipient"]["id"] = "psid-1", PAGE_ID
+    item["timestamp"] = int(time.time() * 1000)
+    item["message"]["attachments"] = [{"type": t, "payload": {"url": u}} for t, u in files]
+    return {"object": "page", "entry": [{"id": PAGE_ID, "time": 1, "messaging": [item]}]}
+
+
+async def test_a_customers_image_is_an_image_block_and_a_file_a_link(slack: Stage) -> None:
+    slack.graph.add_profile("psid-1", "Dana Kim")
+    photo, pdf = "https://scontent.example/p.jpg", "https://cdn.example/menu.pdf"
+    await slack.deliver_facebook(dm_with_files(("image", photo), ("file", pdf)))
+    await slack.settled()
+    [message] = slack.slack.thread(CHANNEL, root(slack)["ts"])
+    blocks = message["blocks"]
+    assert {"type": "image", "image_url": photo, "alt_text": "image from Dana Kim"} in blocks
+    assert blocks[-1]["text"]["text"] == f"<{pdf}|📎 file>"
+
+
+async def test_a_picture_slack_cannot_download_is_a_link(slack: Stage) -> None:
+    slack.slack.unreachable.add("https://scontent.example/gone.jpg")
+    await slack.deliver_facebook(dm_with_files(("image", "https://scontent.example/gone.jpg")))
+    await slack.settled()
+    [message] = slack.slack.thread(CHANNEL, root(slack)["ts"])
+    assert "https://scontent.example/gone.jpg" in message["text"]
+    assert not any(b["type"] == "image" for b in message["blocks"][1:])

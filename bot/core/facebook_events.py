@@ -157,6 +157,7 @@ class FacebookEvents:
                 text=ev.text,
                 state=MessageState.PENDING,
                 created_at=ev.created_time,
+                media=routing.media_to_show(ev.attachments),
             )
 
         async def find_open(s: AsyncSession) -> Task | None:
@@ -240,6 +241,7 @@ class FacebookEvents:
                 text=ev.text,
                 state=MessageState.PENDING,
                 created_at=ev.timestamp,
+                media=routing.media_to_show(ev.attachments),
             )
 
         async def find_open(s: AsyncSession) -> Task | None:

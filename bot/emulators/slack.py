@@ -47,6 +47,7 @@ class FakeSlack(FakeServer):
         self.users: dict[str, dict[str, Any]] = {}
         # channel -> ts -> message
         self.channels: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
+        self.unreachable: set[str] = set()  # image URLs Slack cannot download
         self.reactions: dict[tuple[str, str], list[str]] = defaultdict(list)
         self.ephemeral: list[dict[str, Any]] = []
         self.deleted: set[tuple[str, str]] = set()  # (channel, ts) a person deleted
@@ -216,6 +217,11 @@ class FakeSlack(FakeServer):
         """Slack's answer to a message it does not take, else None."""
         if p.get("blocks") is not None:
             errors = block_errors(self._blocks(p))
+            errors += [
+                f"downloading image failed [json-pointer:/blocks/{i}/image_url]"
+                for i, b in enumerate(self._blocks(p))
+                if isinstance(b, dict) and b.get("image_url") in self.unreachable
+            ]
             if errors:
                 return {
                     "ok": False,

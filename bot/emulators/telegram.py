@@ -101,6 +101,10 @@ class FakeTelegram(FakeServer):
         self._ids = itertools.count(100)
         self._update_ids = itertools.count(5000)
         self.app.router.add_post("/bot{token}/{method}", self._handle)
+        # pictures and files: URLs the fake cannot fetch, and files people sent (getFile)
+        self.unreachable: set[str] = set()
+        self.files: dict[str, bytes] = {}
+        self.app.router.add_get("/file/bot{token}/{path:.+}", self._file)
 
     def add_chat(
         self, chat_id: int, title: str, *, is_forum: bool = True, admins: set[int] | None = None
@@ -155,6 +159,24 @@ class FakeTelegram(FakeServer):
             msg["reply_to_message"] = replied
         chat.messages[mid] = {**msg, "reply_to_message": None}
         return {"update_id": next(self._update_ids), "message": msg}
+
+    def media_messages(self, chat_id: int, thread_id: int) -> list[dict[str, Any]]:
+        """The bot's pictures and files in a topic, oldest first (``thread_messages`` has
+        its texts): each with ``method``, ``url`` and its ``visible`` caption."""
+        return sorted(
+            (
+                m
+                for m in self.chats[chat_id].messages.values()
+                if m.get("message_thread_id") == thread_id and "media_url" in m
+            ),
+            key=lambda m: int(m["message_id"]),
+        )
+
+    def add_file(self, content: bytes, name: str = "photo.jpg") -> str:
+        """A file a person sent, served by getFile and /file/bot<token>/<path>: its id."""
+        file_id = f"file-{len(self.files) + 1}-{name}"
+        self.files[file_id] = content
+        return file_id
 
     def delete_topic(self, chat_id: int, thread_id: int) -> None:
         """A person deletes a forum topic: the topic and every message in it are gone."""
@@ -342,6 +364,81 @@ class FakeTelegram(FakeServer):
             msg["reply_to_message_id"] = reply.get("message_id")
         chat.messages[mid] = msg
         return msg
+
+    async def _send_media(self, params: dict[str, Any], field: str, method: str) -> Any:
+        chat = self._chat(params)
+        thread = params.get("message_thread_id")
+        if thread is not None and int(thread) not in chat.topics:
+            raise LookupError("message thread not found")
+        url = str(params.get(field) or "")
+        if not url.startswith(("http://", "https://")) and url not in self.files:
+            raise BadRequest("wrong file identifier/HTTP URL specified")
+        if url in self.unreachable:
+            raise BadRequest("failed to get HTTP URL content")
+        visible, entities = visible_text(params, "caption") if params.get("caption") else ("", [])
+        mid = next(self._ids)
+        msg: dict[str, Any] = {
+            "message_id": mid,
+            "from": BOT_USER,
+            "chat": self.chat_json(chat),
+            "date": int(time.time()),
+            "method": method,
+            "media_url": url,
+            "caption": params.get("caption") or "",
+            "visible": visible,
+            "caption_entities": entities,
+            "document": {"file_id": f"sent-{mid}", "file_unique_id": f"u{mid}"},
+        }
+        if thread is not None:
+            msg["message_thread_id"] = int(thread)
+            msg["is_topic_message"] = True
+        reply = params.get("reply_parameters")
+        if isinstance(reply, dict):
+            msg["reply_to_message_id"] = reply.get("message_id")
+        chat.messages[mid] = msg
+        return {k: v for k, v in msg.items() if k not in ("method", "media_url", "visible")}
+
+    async def m_sendPhoto(self, params: dict[str, Any]) -> Any:
+        return await self._send_media(params, "photo", "sendPhoto")
+
+    async def m_sendVideo(self, params: dict[str, Any]) -> Any:
+        return await self._send_media(params, "video", "sendVideo")
+
+    async def m_sendAudio(self, params: dict[str, Any]) -> Any:
+        return await self._send_media(params, "audio", "sendAudio")
+
+    async def m_sendDocument(self, params: dict[str, Any]) -> Any:
+        return await self._send_media(params, "document", "sendDocument")
+
+    async def m_editMessageCaption(self, params: dict[str, Any]) -> Any:
+        chat = self._chat(params)
+        msg = chat.messages.get(int(params["message_id"]))
+        if msg is None:
+            raise LookupError("message to edit not found")
+        if "media_url" not in msg:
+            raise BadRequest("there is no caption in the message to edit")
+        msg["caption"] = params.get("caption") or ""
+        msg["visible"], msg["caption_entities"] = visible_text(params, "caption")
+        msg["edit_date"] = int(time.time())
+        return {k: v for k, v in msg.items() if k not in ("method", "media_url", "visible")}
+
+    async def m_getFile(self, params: dict[str, Any]) -> Any:
+        file_id = str(params.get("file_id") or "")
+        if file_id not in self.files:
+            raise BadRequest("invalid file_id")
+        return {
+            "file_id": file_id,
+            "file_unique_id": file_id,
+            "file_size": len(self.files[file_id]),
+            "file_path": f"photos/{file_id}",
+        }
+
+    async def _file(self, request: web.Request) -> web.StreamResponse:
+        self.calls.append(Call("file", {"path": request.match_info["path"]}, {}))
+        path = request.match_info["path"].removeprefix("photos/")
+        if request.match_info["token"] != self.token or path not in self.files:
+            return web.Response(status=404)
+        return web.Response(body=self.files[path], content_type="image/jpeg")
 
     async def m_editMessageText(self, params: dict[str, Any]) -> Any:
         chat = self._chat(params)

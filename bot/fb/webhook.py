@@ -92,6 +92,9 @@ def _parse_change(page_id: str, change: Any) -> FacebookEvent | None:
     author_id = _str(sender.get("id")) or ""
     name = sender.get("name") if isinstance(sender.get("name"), str) else None
     message = value.get("message")
+    # a photo, sticker or GIF comes as ``photo``, a video as ``video``: their URLs
+    shown = [(k, _str(value.get(k))) for k in ("photo", "video")]
+    media = tuple(Attachment("image" if k == "photo" else k, u) for k, u in shown if u)
     return CommentEvent(
         page_id=page_id,
         post_id=post_id,
@@ -101,6 +104,7 @@ def _parse_change(page_id: str, change: Any) -> FacebookEvent | None:
         author=FbUser(author_id, name),
         text=message if isinstance(message, str) else "",
         created_time=_time(value.get("created_time")),
+        attachments=media,
     )
 
 
@@ -125,9 +129,15 @@ def _parse_messaging(page_id: str, item: Any) -> MessengerEvent | None:
         if isinstance(a, dict)
     )
     if not text and raw_attachments:
-        # what it was, and where Facebook serves it (a link staff can open)
-        text = "\n".join(f"[{a.kind}] {a.url}" if a.url else f"[{a.kind}]" for a in attachments)
-        text = text or "[attachment]"
+        # what it was, and where Facebook serves it (a link staff can open); pictures and
+        # files are shown as media, with their link where they cannot be
+        text = "\n".join(
+            f"[{a.kind}] {a.url}" if a.url else f"[{a.kind}]"
+            for a in attachments
+            if not a.is_media
+        )
+        if not text and not any(a.is_media for a in attachments):
+            text = "[attachment]"
     return MessengerEvent(
         page_id=page_id,
         sender_id=sender,

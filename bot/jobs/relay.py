@@ -11,7 +11,7 @@ from bot.jobs.chat import ChatJobs
 from bot.jobs.kinds import JobKind, Refresh, Relay
 from bot.jobs.runner import JobRunner
 from bot.jobs.views import chat_post
-from bot.ports import ChatPlatform, ChatPost, PostKind, ThreadRef
+from bot.ports import ChatPlatform, ChatPost, MediaPosts, PostKind, ThreadRef
 from bot.storage.models import Message, OutboxJob, Task
 
 # A burst: three or more comments waiting in one task's lane go out as one message.
@@ -53,7 +53,11 @@ class RelayJobs:
             if post.is_reply and msg.fb_parent_id:
                 parent = await repo.messages.by_fb_id(s, msg.fb_parent_id)
                 reply_to = parent.chat_message_id if parent is not None else None
-        shown = await platform.post(task.chat_id, ref.thread_id, post, reply_to=reply_to)
+        if post.media and isinstance(platform, MediaPosts):
+            shown = await platform.post_media(task.chat_id, ref.thread_id, post, reply_to=reply_to)
+        else:
+            post = post.with_links()
+            shown = await platform.post(task.chat_id, ref.thread_id, post, reply_to=reply_to)
         await self._shown([msg.id], shown, done_jobs=[])
 
     async def refresh(self, job: Refresh, row: OutboxJob) -> None:
@@ -65,7 +69,10 @@ class RelayJobs:
             msg = await self.core.repo.messages.get(s, job.message_id)
         if msg is None or not msg.chat_message_id:
             return
-        await platform.edit(task.chat_id, ref.thread_id, msg.chat_message_id, chat_post(msg))
+        post = chat_post(msg)
+        if not isinstance(platform, MediaPosts):
+            post = post.with_links()
+        await platform.edit(task.chat_id, ref.thread_id, msg.chat_message_id, post)
 
     async def _waiting(self, row: OutboxJob) -> list[tuple[int, Message]]:
         """The relays queued right behind this one in its lane, not yet shown."""
@@ -92,14 +99,14 @@ class RelayJobs:
     ) -> None:
         """A burst: the task's waiting comments as one message (name and text of each), so
         the thread catches up instead of lagging behind the platform's pace."""
-        items = [chat_post(first)]
+        items = [chat_post(first).with_links()]
         taken: list[tuple[int, Message]] = []
         size = len(first.text) + len(first.author_name)
         for job_id, m in waiting:
             size += len(m.text) + len(m.author_name) + 8
             if size > DIGEST_CHARS:
                 break
-            items.append(chat_post(m))
+            items.append(chat_post(m).with_links())
             taken.append((job_id, m))
         shown = await platform.post(
             task.chat_id,

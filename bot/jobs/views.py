@@ -17,6 +17,9 @@ def chat_post(msg: Message) -> ChatPost:
         fb_status=msg.fb_status,
         is_reply=bool(msg.fb_parent_id and msg.fb_post_id and msg.fb_parent_id != msg.fb_post_id),
         message_id=msg.id,
+        media=tuple(
+            (str(m.get("type") or "file"), str(m["url"])) for m in msg.media or () if m.get("url")
+        ),
     )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from functools import partial
 from typing import TypeVar
 
@@ -18,7 +19,14 @@ from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
 from bot.errors import DeliveryError, ThreadGone
-from bot.platforms.slack_text import escape, post_messages, post_text, root_blocks, root_text
+from bot.platforms.slack_text import (
+    escape,
+    media_blocks,
+    post_messages,
+    post_text,
+    root_blocks,
+    root_text,
+)
 from bot.ports import ChatPost, RootMessage, ThreadRef
 
 __all__ = ["SlackPlatform", "escape", "slack_to_plain", "unescape"]
@@ -158,7 +166,57 @@ class SlackPlatform:
             first = first or str(resp["ts"])
         return first
 
+    async def post_media(
+        self, chat_id: str, thread_id: str, post: ChatPost, reply_to: str | None = None
+    ) -> str:
+        """The post with its pictures as image blocks and other files as links; links
+        alone when Slack cannot download a picture."""
+        messages = post_messages(replace(post, media=()))
+        last_text, last_blocks = messages[-1]
+        if last_blocks is None or len(last_blocks) + len(post.media) > 50:
+            return await self.post(chat_id, thread_id, post.with_links(), reply_to)
+        first = ""
+        for text, blocks in [*messages[:-1], (last_text, [*last_blocks, *media_blocks(post)])]:
+            try:
+                resp = await call(
+                    "chat.postMessage",
+                    partial(
+                        self.client.chat_postMessage,
+                        channel=chat_id,
+                        thread_ts=thread_id or None,
+                        text=text,
+                        blocks=blocks,
+                        unfurl_links=False,
+                        unfurl_media=False,
+                    ),
+                    gone=("thread_not_found",) if thread_id else (),
+                )
+            except DeliveryError as e:
+                if e.retryable or first:
+                    raise
+                log.info("media shown as links", extra={"reason": e.reason})
+                return await self.post(chat_id, thread_id, post.with_links(), reply_to)
+            first = first or str(resp["ts"])
+        return first
+
     async def edit(self, chat_id: str, thread_id: str, message_id: str, post: ChatPost) -> None:
+        if post.media:
+            text, blocks = post_messages(replace(post, media=()))[0]
+            try:
+                await call(
+                    "chat.update",
+                    lambda: self.client.chat_update(
+                        channel=chat_id,
+                        ts=message_id,
+                        text=text,
+                        blocks=[*(blocks or []), *media_blocks(post)][:50],
+                    ),
+                )
+                return
+            except DeliveryError as e:
+                if e.retryable:
+                    raise
+            post = post.with_links()
         # a post that took several messages is edited in its first; one that needs more
         # than 50 blocks now keeps the first 50 (only an edit can make a comment grow)
         text, blocks = post_messages(post)[0]

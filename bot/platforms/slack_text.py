@@ -252,3 +252,15 @@ def post_messages(post: ChatPost) -> list[tuple[str, list[dict[str, Any]] | None
         mark = f"_continued ({n}/{len(chunks)})_"
         out.append((mark, [{"type": "context", "elements": [mrkdwn(mark)]}, *chunk]))
     return out
+
+
+def media_blocks(post: ChatPost) -> list[dict[str, Any]]:
+    """A post's pictures as image blocks, its other files as links."""
+    out: list[dict[str, Any]] = []
+    for kind, url in post.media:
+        if kind == "image":
+            out.append({"type": "image", "image_url": url, "alt_text": f"image from {post.author}"})
+        else:
+            label = {"video": "🎬 video", "audio": "🔊 audio"}.get(kind, "📎 file")
+            out.append({"type": "section", "text": mrkdwn(f"<{escape(url)}|{label}>")})
+    return out

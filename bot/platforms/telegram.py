@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from functools import partial
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from aiogram import Bot
 from aiogram.exceptions import (
@@ -28,7 +29,14 @@ from aiogram.types import (
 )
 
 from bot.errors import DeliveryError, ThreadGone
-from bot.platforms.telegram_text import TITLE_MAX, inert, render_edit, render_post, render_root
+from bot.platforms.telegram_text import (
+    TITLE_MAX,
+    inert,
+    render_caption,
+    render_edit,
+    render_post,
+    render_root,
+)
 from bot.platforms.text import shorten
 from bot.ports import ChatPost, RootMessage, ThreadRef
 
@@ -160,7 +168,80 @@ class TelegramPlatform:
         assert first is not None
         return str(first)
 
+    def _media_sender(self, kind: str) -> tuple[str, Callable[..., Awaitable[Message]], str]:
+        """The Bot API method that shows a file of this kind, and its file parameter."""
+        if kind == "image":
+            return "sendPhoto", self.bot.send_photo, "photo"
+        if kind == "video":
+            return "sendVideo", self.bot.send_video, "video"
+        if kind == "audio":
+            return "sendAudio", self.bot.send_audio, "audio"
+        return "sendDocument", self.bot.send_document, "document"
+
+    async def post_media(
+        self, chat_id: str, thread_id: str, post: ChatPost, reply_to: str | None = None
+    ) -> str:
+        """Each picture or file as itself (Telegram fetches the URL), the first carrying the
+        post's line as its caption; a line too long for a caption goes first as text. A
+        URL Telegram refuses (too big, not reachable) is shown as a link instead."""
+        caption = render_caption(post)
+        first: str | None = None
+        if caption is None:
+            first = await self.post(chat_id, thread_id, replace(post, media=()), reply_to)
+        for kind, url in post.media:
+            method, send, field = self._media_sender(kind)
+            target = first or reply_to
+            args: dict[str, Any] = {
+                field: url,
+                "chat_id": int(chat_id),
+                "message_thread_id": int(thread_id) if thread_id else None,
+                "reply_parameters": (
+                    ReplyParameters(message_id=int(target), allow_sending_without_reply=True)
+                    if target
+                    else None
+                ),
+            }
+            if first is None:
+                args.update(caption=caption, parse_mode="HTML")
+            try:
+                msg = await call(
+                    method, partial(send, **args), gone=THREAD_GONE if thread_id else ()
+                )
+                shown = str(msg.message_id)
+            except DeliveryError as e:
+                if e.retryable:
+                    raise
+                log.info("media shown as a link", extra={"method": method, "reason": e.reason})
+                alone = post if first is None else replace(post, text="", author=post.author)
+                shown = await self.post(
+                    chat_id, thread_id, replace(alone, media=((kind, url),)).with_links(), target
+                )
+            first = first or shown
+        assert first is not None
+        return first
+
     async def edit(self, chat_id: str, thread_id: str, message_id: str, post: ChatPost) -> None:
+        if post.media:
+            caption = render_caption(post)
+            if caption is not None:
+                try:
+                    await call(
+                        "editMessageCaption",
+                        lambda: self.bot.edit_message_caption(
+                            chat_id=int(chat_id),
+                            message_id=int(message_id),
+                            caption=caption,
+                            parse_mode="HTML",
+                        ),
+                    )
+                    return
+                except DeliveryError as e:
+                    if e.retryable:
+                        raise
+                    if "not modified" in e.reason:
+                        return
+                    # shown as text after all (a refused URL, a long line): edit the text
+            post = post.with_links()
         await self._edit(chat_id, message_id, render_edit(post))
 
     async def set_thread_state(self, chat_id: str, thread: ThreadRef, root: RootMessage) -> None:

@@ -204,6 +204,16 @@ def render_post(post: ChatPost) -> list[str]:
     return pages([entry(post)])
 
 
+CAPTION_MAX = 1024
+
+
+def render_caption(post: ChatPost) -> str | None:
+    """The post's line as the caption of its first picture or file, measured as Telegram
+    measures captions (1024 UTF-16 units after parsing); None when it does not fit."""
+    line = entry(post).line()
+    return html(line) if width(line) <= CAPTION_MAX else None
+
+
 def render_edit(post: ChatPost) -> str:
     """One message for editMessageText. A comment that took several messages is edited in
     its first, shortened with "…" to fit: the edit shows what happened to it (edited,

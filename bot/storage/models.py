@@ -156,6 +156,9 @@ class Message(Base):
     fb_status: Mapped[str | None] = mapped_column(String(16))
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # pictures and files: [{"type": "image", "url": …}] of a customer's message, or
+    # [{"type": "image", "file_id": …}] of a staff answer (a file in the chat platform)
+    media: Mapped[list[dict[str, str]] | None] = mapped_column(JSON)
 
 
 class Template(Base):
