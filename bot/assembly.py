@@ -16,6 +16,7 @@ from bot.crypto import TokenBox
 from bot.jobs.chat import ChatJobs
 from bot.jobs.facebook import FacebookJobs
 from bot.jobs.failures import FailureReports
+from bot.jobs.moderation import ModerationJobs
 from bot.jobs.relay import RelayJobs
 from bot.jobs.runner import JobRunner
 from bot.metrics import Metrics
@@ -48,6 +49,7 @@ def assemble(db: Database, tokens: TokenBox | None, metrics: Metrics) -> Parts:
     chat.register(jobs)
     RelayJobs(core, chat).register(jobs)
     FacebookJobs(core).register(jobs)
+    ModerationJobs(core).register(jobs)
     FailureReports(core).register(jobs)
     return Parts(
         core=core,

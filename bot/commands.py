@@ -14,7 +14,8 @@ from bot.core.contacts import ContactCards
 from bot.core.context import CoreError
 from bot.core.desk import StaffDesk
 from bot.core.pages import PageAdmin
-from bot.rules.access import Actor, binding_refusal, may_manage_page
+from bot.routing import MOD_DELETE, MODERATION_ACTIONS
+from bot.rules.access import Actor, binding_refusal, may_delete_comment, may_manage_page
 from bot.templates import (
     TEMPLATE_HELP,
     TemplateError,
@@ -54,6 +55,10 @@ SPECS = (
     Spec("contact", Where.TASK, Who.EVERYONE, "", "the customer's card; merge <n> joins one"),
     Spec("merge", Where.TASK, Who.EVERYONE, "<task>", "merge another task into this one"),
     Spec("dm", Where.TASK, Who.EVERYONE, "<text>", "answer the commenter privately in Messenger"),
+    Spec("hide", Where.TASK, Who.EVERYONE, "", "hide the comment replied to on Facebook"),
+    Spec("unhide", Where.TASK, Who.EVERYONE, "", "unhide the comment replied to"),
+    Spec("like", Where.TASK, Who.EVERYONE, "", "like the comment replied to as the Page"),
+    Spec("delete", Where.TASK, Who.MANAGERS, "", "delete the comment replied to (admins)"),
     Spec("connect", Where.CHAT, Who.BINDERS, "<page>", "connect a Facebook Page to this chat"),
     Spec("disconnect", Where.CHAT, Who.MANAGERS, "<page>", "stop receiving a Page's tasks"),
     Spec("template", Where.CHAT, Who.MANAGERS, "", "show or set the task template"),
@@ -302,6 +307,17 @@ class ChatCommands:
                 args,
                 user_id=inv.user_id,
                 chat_message_id=inv.chat_message_id,
+                reply_to_chat_message_id=inv.reply_to_chat_message_id,
+            )
+        if name in MODERATION_ACTIONS:
+            # deleting is the chat's admins' (routing.moderation_refusal says why)
+            may_delete = name == MOD_DELETE and may_delete_comment(await inv.actor())
+            return await self.desk.moderate(
+                name,
+                by=inv.by,
+                chat=(inv.platform, inv.chat_id),
+                may_delete=may_delete,
+                task_id=task_id,
                 reply_to_chat_message_id=inv.reply_to_chat_message_id,
             )
         if name == "quick":

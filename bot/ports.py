@@ -32,6 +32,16 @@ class PostKind(StrEnum):
 
 
 @dataclass(frozen=True)
+class Moderation:
+    """The moderation buttons of a relayed comment: which actions to offer ("hide",
+    "unhide", "like", "delete"; ``routing.moderation_offer``) and the state line of the
+    last one done ("hidden by Ines"). Buttons name the message by ``ChatPost.message_id``."""
+
+    actions: tuple[str, ...] = ()
+    state: str | None = None
+
+
+@dataclass(frozen=True)
 class ChatPost:
     """One message in a task's thread: a relayed comment, a page comment or a notice."""
 
@@ -45,6 +55,7 @@ class ChatPost:
     only_for: str | None = None  # a chat user id: shown to that user alone, where possible
     choices: tuple[tuple[str, str], ...] = ()  # (label, value): buttons or a select
     items: tuple[ChatPost, ...] = ()
+    moderation: Moderation | None = None  # a relayed comment's buttons and state line
     # pictures and files with it: (kind, url), kind "image" | "video" | "audio" | "file"
     media: tuple[tuple[str, str], ...] = ()
 
@@ -170,6 +181,17 @@ class FacebookGateway(Protocol):
         """The page's reply with this text under the comment, if Facebook stored one: asked
         after a timeout or 5xx, before the reply is posted again."""
         ...
+
+    async def hide_comment(
+        self, comment_id: str, hidden: bool, page_token: str, *, instagram: bool = False
+    ) -> None:
+        """Hide or unhide a comment (Instagram's field is ``hide``, Facebook's
+        ``is_hidden``)."""
+        ...
+
+    async def like_comment(self, comment_id: str, page_token: str) -> None: ...
+
+    async def delete_comment(self, comment_id: str, page_token: str) -> None: ...
 
     async def find_sent_message(
         self, page_id: str, psid: str, text: str, page_token: str

@@ -460,6 +460,117 @@ def comment_reply_target(target: MessageView) -> str:
     return target.fb_id
 
 
+# --- moderation of a relayed comment ----------------------------------------------------------
+
+MOD_HIDE = "hide"
+MOD_UNHIDE = "unhide"
+MOD_LIKE = "like"
+MOD_DELETE = "delete"
+MODERATION_ACTIONS = (MOD_HIDE, MOD_UNHIDE, MOD_LIKE, MOD_DELETE)
+MODERATION_DONE = {
+    MOD_HIDE: "hidden",
+    MOD_UNHIDE: "unhidden",
+    MOD_LIKE: "liked",
+    MOD_DELETE: "deleted",
+}
+
+
+@dataclass(frozen=True)
+class CommentState:
+    """What moderation looks at of a relayed message: its view, and what is known of it on
+    Facebook (``fb_status``: "edited" | "hidden" | "removed"; ``liked``: by the Page)."""
+
+    message: MessageView
+    fb_status: str | None = None
+    liked: bool = False
+
+
+def moderation_offer(c: CommentState) -> tuple[str, ...]:
+    """The actions a relayed comment's buttons offer now: none for what is not a customer's
+    comment or is gone from Facebook; Hide or Unhide by its state; Like until liked."""
+    m = c.message
+    if m.direction != Direction.CUSTOMER or not m.fb_id or m.channel != Channel.COMMENTS:
+        return ()
+    if c.fb_status == "removed":
+        return ()
+    offer = [MOD_UNHIDE if c.fb_status == "hidden" else MOD_HIDE]
+    if not c.liked:
+        offer.append(MOD_LIKE)
+    offer.append(MOD_DELETE)
+    return tuple(offer)
+
+
+def moderation_refusal(
+    c: CommentState | None, action: str, *, may_delete: bool, page_here: bool = True
+) -> str | None:
+    """Why ``action`` cannot be done on this message, or None. Delete is for the chat's
+    admins (and BOT_ADMINS) alone: it cannot be undone and takes the customer's words away
+    for good; hiding, which anyone may do and undo, keeps them."""
+    if action not in MODERATION_ACTIONS:
+        return f"unknown action {action!r}"
+    if c is None:
+        return "reply to a relayed comment with the command, or use its buttons"
+    m = c.message
+    if m.direction != Direction.CUSTOMER or not m.fb_id:
+        return "only a customer's comment can be moderated"
+    if m.channel != Channel.COMMENTS:
+        return "a Messenger message cannot be hidden, liked or deleted"
+    if not page_here:
+        return "the Page is no longer connected to this chat"
+    if c.fb_status == "removed":
+        return "the comment is no longer on Facebook"
+    if action == MOD_HIDE and c.fb_status == "hidden":
+        return "the comment is already hidden"
+    if action == MOD_UNHIDE and c.fb_status != "hidden":
+        return "the comment is not hidden"
+    if action == MOD_LIKE and c.liked:
+        return "the Page already likes this comment"
+    if action == MOD_DELETE and not may_delete:
+        return "only the chat's admins can delete a comment (hide it instead: that can be undone)"
+    return None
+
+
+def moderation_result(action: str, fb_status: str | None) -> tuple[str | None, bool | None]:
+    """The comment's new (fb_status, liked) once Facebook did ``action``; None for liked:
+    unchanged."""
+    if action == MOD_HIDE:
+        return "hidden", None
+    if action == MOD_UNHIDE:
+        return (None if fb_status == "hidden" else fb_status), None
+    if action == MOD_DELETE:
+        return "removed", None
+    return fb_status, True
+
+
+def moderation_line(
+    fb_status: str | None, liked: bool, action: str | None, by: str | None
+) -> str | None:
+    """The state line under a moderated comment: "hidden by Ines", "deleted on Facebook by
+    Sal · liked as the Page". None when nobody moderated it (the platform shows
+    Facebook's own status then)."""
+    if not action or action not in MODERATION_DONE:
+        return None
+    who = by or "staff"
+    parts: list[str] = []
+    if fb_status == "removed":
+        parts.append(
+            f"deleted on Facebook by {who}" if action == MOD_DELETE else "removed on Facebook"
+        )
+    elif fb_status == "hidden":
+        parts.append(f"hidden by {who}" if action == MOD_HIDE else "hidden on Facebook")
+    elif action == MOD_UNHIDE:
+        parts.append(f"unhidden by {who}")
+    if liked:
+        parts.append(f"liked as the Page by {who}" if action == MOD_LIKE else "liked as the Page")
+    return " · ".join(parts) or None
+
+
+def is_instagram_media(post_id: str | None) -> bool:
+    """Facebook names a Page's post ``{page-id}_{post-id}``; an Instagram media id is a
+    number alone. A comment task's "post" of the second kind is an Instagram media."""
+    return bool(post_id) and post_id is not None and post_id.isdigit()
+
+
 # --- pictures and files ---------------------------------------------------------------
 
 

@@ -353,3 +353,68 @@ def test_media_to_show_keeps_pictures_and_files_with_a_url() -> None:
         {"type": "audio", "url": "https://x/a.mp4"},
     ]
     assert routing.media_to_show([]) is None
+
+
+# --- moderation ----------------------------------------------------------------------------
+
+
+def _comment(
+    fb_status: str | None = None, liked: bool = False, **kw: object
+) -> routing.CommentState:
+    view = routing.MessageView(1, "customer", "c_1", "p_1", "Hi", "relayed", post_id="p_1")
+    return routing.CommentState(replace(view, **kw), fb_status, liked)
+
+
+def test_moderation_offer_follows_the_comment_state() -> None:
+    assert routing.moderation_offer(_comment()) == ("hide", "like", "delete")
+    assert routing.moderation_offer(_comment("hidden", liked=True)) == ("unhide", "delete")
+    assert routing.moderation_offer(_comment("removed")) == ()
+    assert routing.moderation_offer(_comment(direction="page")) == ()
+    assert routing.moderation_offer(_comment(post_id=None)) == ()  # a Messenger message
+
+
+def test_moderation_refusals_and_who_may_delete() -> None:
+    ok = _comment()
+    assert routing.moderation_refusal(ok, "hide", may_delete=False) is None
+    assert routing.moderation_refusal(ok, "like", may_delete=False) is None
+    assert "admins" in (routing.moderation_refusal(ok, "delete", may_delete=False) or "")
+    assert routing.moderation_refusal(ok, "delete", may_delete=True) is None
+    assert "not hidden" in (routing.moderation_refusal(ok, "unhide", may_delete=True) or "")
+    hidden = _comment("hidden")
+    assert "already hidden" in (routing.moderation_refusal(hidden, "hide", may_delete=True) or "")
+    gone = _comment("removed")
+    assert "no longer on Facebook" in (
+        routing.moderation_refusal(gone, "like", may_delete=True) or ""
+    )
+    assert "reply to a relayed comment" in (
+        routing.moderation_refusal(None, "hide", may_delete=True) or ""
+    )
+    assert "Messenger" in (
+        routing.moderation_refusal(_comment(post_id=None), "hide", may_delete=True) or ""
+    )
+    assert "no longer connected" in (
+        routing.moderation_refusal(ok, "hide", may_delete=True, page_here=False) or ""
+    )
+
+
+def test_moderation_results_and_state_lines() -> None:
+    assert routing.moderation_result("hide", "edited") == ("hidden", None)
+    assert routing.moderation_result("unhide", "hidden") == (None, None)
+    assert routing.moderation_result("like", None) == (None, True)
+    assert routing.moderation_result("delete", "hidden") == ("removed", None)
+    assert routing.moderation_line("hidden", False, "hide", "Ines") == "hidden by Ines"
+    assert routing.moderation_line(None, False, "unhide", "Ines") == "unhidden by Ines"
+    assert (
+        routing.moderation_line("hidden", True, "like", "Bo")
+        == "hidden on Facebook · liked as the Page by Bo"
+    )
+    assert routing.moderation_line("removed", True, "delete", "Sal") == (
+        "deleted on Facebook by Sal · liked as the Page"
+    )
+    assert routing.moderation_line("hidden", False, None, None) is None
+
+
+def test_instagram_media_ids_are_numbers_alone() -> None:
+    assert routing.is_instagram_media("17895695668004550")
+    assert not routing.is_instagram_media("137542570280111_139560936755999")
+    assert not routing.is_instagram_media(None)

@@ -19,6 +19,7 @@ from bot.jobs.kinds import (
     FacebookJob,
     FbAnswer,
     FbPrivateReply,
+    Moderate,
     OpenThread,
     TaskJob,
     chat_pace,
@@ -74,7 +75,7 @@ class Core:
         """Queue a job of a task, in its lane, paced against its chat or its page."""
         payload = encode(job)
         if job.paced:
-            if isinstance(job, FbAnswer | FbPrivateReply):
+            if isinstance(job, FbAnswer | FbPrivateReply | Moderate):
                 payload["pace"] = page_pace(task.page_id)
             else:
                 payload["pace"] = chat_pace(task.chat_platform, task.chat_id)

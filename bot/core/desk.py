@@ -17,6 +17,7 @@ from bot.jobs.kinds import (
     ChatNotice,
     FbAnswer,
     FbPrivateReply,
+    Moderate,
     NoticeInTask,
     ShowAnswer,
     ThreadState,
@@ -27,6 +28,24 @@ from bot.storage.repositories import message_view, task_view
 from bot.templates import render
 
 log = logging.getLogger(__name__)
+
+# a moderation button's value: ``m:{message id}:{action}`` (Telegram allows 64 bytes)
+CONFIRM_DELETE = "delete_yes"
+CANCEL_DELETE = "delete_no"
+
+
+def moderation_choice(message_id: int, action: str) -> str:
+    return f"m:{message_id}:{action}"
+
+
+def parse_moderation_choice(value: str) -> tuple[int, str] | None:
+    kind, _, rest = value.partition(":")
+    mid, _, action = rest.partition(":")
+    known = (*routing.MODERATION_ACTIONS, CONFIRM_DELETE, CANCEL_DELETE)
+    if kind != "m" or not mid.isdigit() or action not in known:
+        return None
+    return int(mid), action
+
 
 EDITS_NOT_SENT = (
     "Edits are not sent to Facebook: the customer still sees the first text. "
@@ -394,6 +413,64 @@ class StaffDesk:
             self.core.notice(
                 s, ChatNotice(platform, chat_id, text, thread_id=thread_id, reply_to=reply_to)
             )
+
+    async def moderate(
+        self,
+        action: str,
+        *,
+        by: str,
+        chat: tuple[str, str],
+        may_delete: bool = False,
+        confirmed: bool = False,
+        message_id: int | None = None,
+        task_id: int | None = None,
+        reply_to_chat_message_id: str | None = None,
+    ) -> str | None:
+        """Hide, unhide, like or delete a relayed comment on Facebook: named by its id (a
+        button) or by the chat message a command replied to in a task. Only a message of a
+        task of ``chat`` (platform, chat id) is acted on. A delete not yet ``confirmed``
+        asks first, under the comment. Returns why it cannot be done, or None."""
+        repo = self.core.repo
+        async with self.core.tx() as s:
+            msg = None
+            if message_id is not None:
+                msg = await repo.messages.get(s, message_id)
+            elif task_id is not None and reply_to_chat_message_id:
+                msg = await repo.messages.by_chat_id(s, task_id, reply_to_chat_message_id)
+            task = await repo.tasks.get(s, msg.task_id) if msg is not None else None
+            if msg is None or task is None or (task.chat_platform, task.chat_id) != chat:
+                if message_id is not None:
+                    return "This comment is not in a task of this chat."
+                msg = task = None
+            refusal = routing.moderation_refusal(
+                routing.CommentState(message_view(msg), msg.fb_status, bool(msg.liked))
+                if msg is not None
+                else None,
+                action,
+                may_delete=may_delete,
+                page_here=task is not None and await self.core.page_here(s, task),
+            )
+            if refusal is not None:
+                return f"Not done: {refusal}."
+            assert msg is not None and task is not None
+            if action == routing.MOD_DELETE and not confirmed:
+                whose = f"{msg.author_name}'s comment" if msg.author_name else "this comment"
+                self.core.add_job(
+                    s,
+                    task,
+                    NoticeInTask(
+                        task.id,
+                        f"Delete {whose} on Facebook? This cannot be undone.",
+                        reply_to=msg.chat_message_id,
+                        choices=(
+                            ("Yes, delete", moderation_choice(msg.id, CONFIRM_DELETE)),
+                            ("Cancel", moderation_choice(msg.id, CANCEL_DELETE)),
+                        ),
+                    ),
+                )
+                return None
+            self.core.add_job(s, task, Moderate(task.id, msg.id, action, by=by))
+        return None
 
     async def task_thread(self, task_id: int, platform: str, chat_id: str) -> str | None:
         """The thread of a task named by a button clicked in this chat; None when that task

@@ -153,6 +153,11 @@ class FakeGraph(FakeServer):
         self.last_from_person: dict[tuple[str, str], datetime] = {}
         self.private_replied: set[str] = set()
         self.psids: dict[str, str] = {}
+        # moderation: hidden comments, comments the Page likes, comments whose can_hide
+        # is false (the Page's own, or ones Facebook will not let it hide)
+        self.hidden: set[str] = set()
+        self.liked: set[str] = set()
+        self.cannot_hide: set[str] = set()
         self.app.router.add_route("*", "/{version}/{path:.*}", self._handle)
 
     def add_page(self, page_id: str, name: str, token: str) -> FakePage:
@@ -349,6 +354,8 @@ class FakeGraph(FakeServer):
             return web.json_response({"id": comment_id})
         if method == "messages":
             return self._send(page, params)
+        if method in ("update_object", "likes", "delete_object"):
+            return self._moderate(method, path.split("/")[0], params)
         if method == "post_comments":
             object_id = path.split("/")[0]
             if object_id in self.deleted:
@@ -377,6 +384,32 @@ class FakeGraph(FakeServer):
         return web.json_response(
             {"error": {"message": f"unknown path {path}", "code": 100}}, status=400
         )
+
+    # --- moderation: hide, like, delete a comment ---------------------------------------
+
+    def _moderate(self, method: str, comment_id: str, params: dict[str, Any]) -> web.Response:
+        """Comments the fake was not told of exist (a webhook brought them); deleted ones
+        answer 100/33, and one whose can_hide is false refuses to be hidden as Graph does."""
+        if comment_id in self.deleted:
+            return web.json_response(missing_object(comment_id), status=400)
+        if method == "likes":
+            self.liked.add(comment_id)
+        elif method == "delete_object":
+            self.deleted.add(comment_id)
+            self.hidden.discard(comment_id)
+        else:
+            field = "hide" if "hide" in params else "is_hidden"
+            if field not in params:
+                return web.json_response(
+                    _send_error(100, None, "(#100) No fields to update were given"), status=400
+                )
+            hide = str(params[field]).lower() == "true"
+            if hide and comment_id in self.cannot_hide:
+                return web.json_response(
+                    _send_error(100, None, "(#100) This comment cannot be hidden"), status=400
+                )
+            (self.hidden.add if hide else self.hidden.discard)(comment_id)
+        return web.json_response({"success": True})
 
     # --- Messenger: the Send API's windows and private replies -----------------------------
 
@@ -473,4 +506,10 @@ class FakeGraph(FakeServer):
             return "comments"
         if path.endswith("/comments"):
             return "post_comments"
+        if path.endswith("/likes") and http_method == "POST":
+            return "likes"
+        if http_method == "DELETE" and "/" not in path:
+            return "delete_object"
+        if http_method == "POST" and "/" not in path:
+            return "update_object"
         return "object"

@@ -362,6 +362,8 @@ class FakeTelegram(FakeServer):
         reply = params.get("reply_parameters")
         if isinstance(reply, dict):
             msg["reply_to_message_id"] = reply.get("message_id")
+        if isinstance(params.get("reply_markup"), dict):
+            msg["reply_markup"] = params["reply_markup"]
         chat.messages[mid] = msg
         return msg
 
@@ -448,6 +450,12 @@ class FakeTelegram(FakeServer):
         msg["text"] = params["text"]
         msg["visible"], msg["entities"] = visible_text(params, "text")
         msg["edit_date"] = int(time.time())
+        # an edit without a keyboard removes the message's buttons, as in Telegram
+        markup = params.get("reply_markup")
+        if isinstance(markup, dict):
+            msg["reply_markup"] = markup
+        else:
+            msg.pop("reply_markup", None)
         return msg
 
     def _topic(self, params: dict[str, Any]) -> dict[str, Any]:

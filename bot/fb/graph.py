@@ -342,6 +342,21 @@ class GraphClient:
         )
         return str(body["id"])
 
+    async def hide_comment(
+        self, comment_id: str, hidden: bool, page_token: str, *, instagram: bool = False
+    ) -> None:
+        """``POST /{comment-id}`` with ``is_hidden`` (Facebook) or ``hide`` (Instagram)."""
+        field = "hide" if instagram else "is_hidden"
+        value = "true" if hidden else "false"
+        await self._call("POST", comment_id, page_token, data={field: value})
+
+    async def like_comment(self, comment_id: str, page_token: str) -> None:
+        """The Page likes the comment: ``POST /{comment-id}/likes``."""
+        await self._call("POST", f"{comment_id}/likes", page_token)
+
+    async def delete_comment(self, comment_id: str, page_token: str) -> None:
+        await self._call("DELETE", comment_id, page_token)
+
     async def send_message(
         self,
         psid: str,

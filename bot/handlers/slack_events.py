@@ -19,7 +19,7 @@ from bot.core.desk import StaffDesk, StaffMessage
 from bot.handlers.slack import REPLY_VIEW
 from bot.jobs.kinds import ChatNotice
 from bot.platforms.slack import slack_to_plain, unescape
-from bot.rules.access import Actor
+from bot.rules.access import Actor, may_delete_comment
 from bot.storage.models import InboxItem
 
 log = logging.getLogger(__name__)
@@ -198,6 +198,10 @@ class SlackEdge:
                     thread = await self.desk.task_thread(picked[0], PLATFORM, channel)
                     await self.say(channel, reason, thread_ts=thread)
             return
+        moderation = str(action.get("action_id") or "").removeprefix("comment_")
+        if moderation in routing.MODERATION_ACTIONS:
+            await self.on_moderation(body, action, channel, user, moderation)
+            return
         try:
             task_id = int(action.get("value", ""))
         except ValueError:
@@ -217,6 +221,29 @@ class SlackEdge:
         else:
             return
         await self.say(channel, f"<@{user}>: {text}", thread_ts=thread)
+
+    async def on_moderation(
+        self, body: dict[str, Any], action: dict[str, Any], channel: str, user: str, what: str
+    ) -> None:
+        """A relayed comment's Hide / Unhide / Like / Delete button (Slack asked for Delete's
+        confirmation already); a refusal is shown to the person who clicked."""
+        try:
+            message_id = int(action.get("value", ""))
+        except ValueError:
+            return
+        may_delete = what == routing.MOD_DELETE and may_delete_comment(await self.actor(user))
+        reason = await self.desk.moderate(
+            what,
+            by=await self.display_name(user) or user,
+            chat=(PLATFORM, channel),
+            may_delete=may_delete,
+            confirmed=True,
+            message_id=message_id,
+        )
+        if reason:
+            where = body.get("container") or {}
+            thread = where.get("thread_ts") or (body.get("message") or {}).get("thread_ts")
+            await self.say(channel, reason, thread_ts=thread, only_for=user)
 
     async def on_view(self, body: dict[str, Any]) -> None:
         view = body.get("view") or {}

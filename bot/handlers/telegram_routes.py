@@ -25,9 +25,15 @@ from bot.commands import (
 )
 from bot.config import Settings
 from bot.core.context import Core
-from bot.core.desk import StaffDesk, StaffMessage
+from bot.core.desk import (
+    CANCEL_DELETE,
+    CONFIRM_DELETE,
+    StaffDesk,
+    StaffMessage,
+    parse_moderation_choice,
+)
 from bot.jobs.kinds import ChatNotice
-from bot.rules.access import Actor
+from bot.rules.access import Actor, may_delete_comment
 from bot.storage.models import InboxItem
 
 log = logging.getLogger(__name__)
@@ -105,6 +111,7 @@ class TelegramEdge:
         router.message.register(self.on_stray_task_command, in_group, Command(*TASK_WORDS))
         router.edited_message.register(self.on_edited, F.is_topic_message, F.from_user)
         router.callback_query.register(self.on_quick_pick, F.data.startswith("q:"))
+        router.callback_query.register(self.on_moderation, F.data.startswith("m:"))
         return router
 
     async def handle_item(self, item: InboxItem) -> None:
@@ -266,3 +273,75 @@ class TelegramEdge:
         if reason and where:
             thread = await self.desk.task_thread(task_id, PLATFORM, where)
             await self.core.say(ChatNotice(PLATFORM, where, reason, thread_id=thread))
+
+    async def on_moderation(self, q: CallbackQuery) -> None:
+        """A relayed comment's Hide / Unhide / Like / Delete button, or the Yes / Cancel of
+        a delete's confirmation. Only a comment of a task of this chat is acted on."""
+        picked = parse_moderation_choice(q.data or "")
+        if picked is None or q.message is None:
+            return
+        message_id, action = picked
+        chat_id = str(q.message.chat.id)
+        reason: str | None = None
+        if action == CANCEL_DELETE:
+            toast = "Not deleted."
+            with contextlib.suppress(TelegramAPIError):
+                await self.bot.edit_message_text(
+                    chat_id=q.message.chat.id,
+                    message_id=q.message.message_id,
+                    text="Not deleted.",
+                )
+        else:
+            confirmed = action == CONFIRM_DELETE
+            act = routing.MOD_DELETE if confirmed else action
+            may_delete = act == routing.MOD_DELETE and may_delete_comment(
+                await self.callback_actor(q)
+            )
+            reason = await self.desk.moderate(
+                act,
+                by=q.from_user.full_name,
+                chat=(PLATFORM, chat_id),
+                may_delete=may_delete,
+                confirmed=confirmed,
+                message_id=message_id,
+            )
+            toast = reason or (
+                "Asking first…"
+                if act == routing.MOD_DELETE and not confirmed
+                else "Sent to Facebook…"
+            )
+            if confirmed and reason is None:
+                with contextlib.suppress(TelegramAPIError):
+                    await self.bot.edit_message_text(
+                        chat_id=q.message.chat.id,
+                        message_id=q.message.message_id,
+                        text=f"Deleting on Facebook (asked by {q.from_user.full_name})…",
+                    )
+        with contextlib.suppress(TelegramAPIError):
+            await self.bot.answer_callback_query(q.id, text=toast[:200])
+        if reason:
+            thread = getattr(q.message, "message_thread_id", None)
+            await self.core.say(
+                ChatNotice(
+                    PLATFORM,
+                    chat_id,
+                    f"{q.from_user.full_name}: {reason}",
+                    thread_id=str(thread) if thread else None,
+                    reply_to=str(q.message.message_id),
+                )
+            )
+
+    async def callback_actor(self, q: CallbackQuery) -> Actor:
+        """Who clicked a button, as far as permissions go."""
+        user = str(q.from_user.id)
+        operator = user in self.settings.admin_ids(PLATFORM)
+        admin = operator
+        if not admin and q.message is not None:
+            try:
+                member = await self.bot.get_chat_member(
+                    chat_id=q.message.chat.id, user_id=q.from_user.id
+                )
+                admin = member.status in ("creator", "administrator")
+            except TelegramAPIError as e:
+                log.warning("getChatMember failed", extra={"error": e.message})
+        return Actor(PLATFORM, user, is_operator=operator, is_chat_admin=admin)

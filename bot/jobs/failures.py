@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot.core.context import Core
 from bot.domain import MessageState
 from bot.errors import DeliveryError, failure_kind
+from bot.fb.graph import GraphError
 from bot.jobs.kinds import (
     ChatNotice,
     FacebookJob,
@@ -22,7 +23,9 @@ from bot.jobs.kinds import (
     FbPrivateReply,
     Job,
     JobKind,
+    Moderate,
     NoticeInTask,
+    Refresh,
     Relay,
 )
 from bot.jobs.runner import JobRunner
@@ -37,6 +40,7 @@ WHAT_FAILED = {
     JobKind.SHOW_ANSWER: "A staff answer could not be shown here",
     JobKind.MARK_DELIVERED: "A delivery mark could not be shown",
     JobKind.NOTICE_IN_TASK: "A message of the bot could not be shown here",
+    JobKind.MODERATE: "A comment could not be moderated on Facebook",
 }
 
 
@@ -48,7 +52,9 @@ class FailureReports:
         runner.on_failed(self.failed)
 
     async def failed(self, s: AsyncSession, job: Job, row: OutboxJob, error: DeliveryError) -> None:
-        if isinstance(job, FbAnswer | FbPrivateReply):
+        if isinstance(job, Moderate):
+            await self.moderation_failed(s, job, error)
+        elif isinstance(job, FbAnswer | FbPrivateReply):
             await self.answer_failed(s, job, error)
         elif isinstance(job, ChatNotice):
             self.core.metrics.chat_failures.labels(job.platform, failure_kind(error.reason)).inc()
@@ -88,6 +94,45 @@ class FailureReports:
                 ),
             )
         self.core.metrics.answers.labels("failed").inc()
+
+    async def moderation_failed(self, s: AsyncSession, job: Moderate, error: DeliveryError) -> None:
+        """Facebook's refusal, with its reason, under the comment; a comment that is gone
+        (100/33) is shown as removed."""
+        repo = self.core.repo
+        msg = await repo.messages.get(s, job.message_id)
+        task = await repo.tasks.get(s, job.task_id)
+        if msg is None or task is None:
+            return
+        whose = f"{msg.author_name}'s comment" if msg.author_name else "the comment"
+        what = f"Facebook refused to {job.action} {whose}"
+        if isinstance(error, GraphError) and error.code == 100 and error.subcode == 33:
+            msg.fb_status = "removed"
+            self.core.add_job(s, task, Refresh(task.id, msg.id))
+        self.core.add_job(
+            s,
+            task,
+            NoticeInTask(
+                task.id,
+                f"⚠️ {what} (asked by {job.by}): {error.reason}",
+                reply_to=msg.chat_message_id,
+            ),
+        )
+        if error.token_invalid:
+            await self.answer_token_alert(s, task.page_id)
+
+    async def answer_token_alert(self, s: AsyncSession, page_id: str) -> None:
+        page = await self.core.repo.pages.get(s, page_id)
+        if page is not None and not page.token_alerted:
+            page.token_alerted = True
+            self.core.notice(
+                s,
+                ChatNotice(
+                    page.chat_platform,
+                    page.chat_id,
+                    f"⚠️ Facebook no longer accepts the token of the Page {page.name}. "
+                    f"An admin must run /connect {page.id} again.",
+                ),
+            )
 
     def notice_failed(self, s: AsyncSession, job: ChatNotice, error: DeliveryError) -> None:
         if job.report >= 2:

@@ -26,6 +26,7 @@ class JobKind(StrEnum):
     CHAT_NOTICE = "chat_notice"
     FB_ANSWER = "fb_answer"
     FB_PRIVATE_REPLY = "fb_private_reply"
+    MODERATE = "moderate"
 
 
 @dataclass(frozen=True)
@@ -137,6 +138,19 @@ class FbPrivateReply:
     message_id: int
 
 
+@dataclass(frozen=True)
+class Moderate:
+    """Hide, unhide, like (as the Page) or delete a relayed comment on Facebook; ``by``:
+    the name shown in the comment's state line ("hidden by Ines")."""
+
+    kind: ClassVar[JobKind] = JobKind.MODERATE
+    paced: ClassVar[bool] = True
+    task_id: int
+    message_id: int
+    action: str  # routing.MODERATION_ACTIONS
+    by: str = "Staff"
+
+
 Job = (
     OpenThread
     | Relay
@@ -148,6 +162,7 @@ Job = (
     | ChatNotice
     | FbAnswer
     | FbPrivateReply
+    | Moderate
 )
 TaskJob = OpenThread | Relay | Refresh | ShowAnswer | MarkDelivered | NoticeInTask | ThreadState
 
@@ -164,6 +179,7 @@ JOB_TYPES: dict[str, type[Job]] = {
         ChatNotice,
         FbAnswer,
         FbPrivateReply,
+        Moderate,
     )
 }
 
@@ -215,13 +231,13 @@ def page_pace(page_id: str) -> list[str]:
     return [f"fb:page:{page_id}"]
 
 
-FacebookJob = FbAnswer | FbPrivateReply
+FacebookJob = FbAnswer | FbPrivateReply | Moderate
 
 
 def task_lane(job: TaskJob | FacebookJob) -> str:
     """A task's chat jobs run one at a time in order (its thread keeps its order); its
     Facebook answers have their own lane, so a slow chat never holds an answer back."""
-    if isinstance(job, FbAnswer | FbPrivateReply):
+    if isinstance(job, FbAnswer | FbPrivateReply | Moderate):
         return f"fb:{job.task_id}"
     return f"chat:{job.task_id}"
 

@@ -2,15 +2,27 @@
 
 from __future__ import annotations
 
+from bot import routing
 from bot.domain import Direction
-from bot.ports import ChatPost, PostKind, RootMessage
+from bot.ports import ChatPost, Moderation, PostKind, RootMessage
 from bot.storage.db import Database
 from bot.storage.models import Message, Task
-from bot.storage.repositories import Repositories
+from bot.storage.repositories import Repositories, message_view
+
+
+def moderation_of(msg: Message) -> Moderation | None:
+    """A relayed comment's buttons and state line; None for what cannot be moderated."""
+    state = routing.CommentState(message_view(msg), msg.fb_status, bool(msg.liked))
+    offer = routing.moderation_offer(state)
+    line = routing.moderation_line(msg.fb_status, bool(msg.liked), msg.moderation, msg.moderated_by)
+    if not offer and line is None:
+        return None
+    return Moderation(offer, line)
 
 
 def chat_post(msg: Message) -> ChatPost:
     return ChatPost(
+        moderation=moderation_of(msg),
         kind=PostKind.PAGE if msg.direction == Direction.PAGE else PostKind.CUSTOMER,
         author=msg.author_name,
         text=msg.text,

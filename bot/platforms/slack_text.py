@@ -177,6 +177,8 @@ def comment_blocks(post: ChatPost) -> list[dict[str, Any]]:
         )
     prefix = "↪ " if post.is_reply else ""
     label = STATUS_LABEL.get(post.fb_status or "", "")
+    if post.moderation is not None and post.moderation.state:
+        label = f" · {post.moderation.state}"  # "hidden by Ines": who moderated it here
     header.append(plain_text(prefix + shorten(_who(post), NAME_MAX) + label))
     body = (
         sections(post.text)
@@ -194,11 +196,41 @@ def comment_blocks(post: ChatPost) -> list[dict[str, Any]]:
                         "text": {"type": "plain_text", "text": "Reply"},
                         "action_id": "comment_reply",
                         "value": str(post.message_id),
-                    }
+                    },
+                    *moderation_buttons(post),
                 ],
             }
         )
     return blocks
+
+
+MODERATION_BUTTONS = {"hide": "Hide", "unhide": "Unhide", "like": "Like", "delete": "Delete"}
+DELETE_CONFIRM = {
+    "title": plain_text("Delete on Facebook?"),
+    "text": plain_text("The comment is deleted on Facebook. This cannot be undone."),
+    "confirm": plain_text("Delete"),
+    "deny": plain_text("Cancel"),
+    "style": "danger",
+}
+
+
+def moderation_buttons(post: ChatPost) -> list[dict[str, Any]]:
+    """Hide / Unhide / Like / Delete of a relayed comment (``comment_{action}``, its message
+    id as the value); Delete asks first with Slack's own confirmation."""
+    if post.moderation is None or post.message_id is None:
+        return []
+    out: list[dict[str, Any]] = []
+    for action in post.moderation.actions:
+        button: dict[str, Any] = {
+            "type": "button",
+            "text": plain_text(MODERATION_BUTTONS.get(action, action)),
+            "action_id": f"comment_{action}",
+            "value": str(post.message_id),
+        }
+        if action == "delete":
+            button.update(style="danger", confirm=DELETE_CONFIRM)
+        out.append(button)
+    return out
 
 
 def digest_blocks(post: ChatPost) -> list[dict[str, Any]]:
@@ -216,6 +248,8 @@ def post_blocks(post: ChatPost) -> list[dict[str, Any]] | None:
     if post.kind == "digest":
         return digest_blocks(post)
     if post.kind == "notice" and post.choices:
+        # a contact card's choices write first; the others are quick replies
+        hint = "Write first" if post.choices[0][1].startswith("w:") else "Quick reply"
         options = [
             {"text": plain_text(shorten(label, 75)), "value": value[:150]}
             for label, value in post.choices[:100]
@@ -228,7 +262,7 @@ def post_blocks(post: ChatPost) -> list[dict[str, Any]] | None:
                     {
                         "type": "static_select",
                         "action_id": "quick_pick",
-                        "placeholder": {"type": "plain_text", "text": "Quick reply"},
+                        "placeholder": plain_text(hint),
                         "options": options,
                     }
                 ],

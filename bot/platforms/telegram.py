@@ -70,6 +70,34 @@ async def call(action: str, fn: Callable[[], Awaitable[T]], *, gone: tuple[str, 
         raise DeliveryError(f"Telegram refused {action}: {e.message}", retryable=False) from None
 
 
+MODERATION_LABELS = {
+    "hide": "🙈 Hide",
+    "unhide": "👁 Unhide",
+    "like": "👍 Like",
+    "delete": "🗑 Delete",
+}
+
+
+def keyboard(post: ChatPost) -> InlineKeyboardMarkup | None:
+    """Choices one per row; a relayed comment's moderation buttons in one row, their data
+    ``m:{message id}:{action}`` (Telegram allows 64 bytes)."""
+    if post.choices:
+        rows = [
+            [InlineKeyboardButton(text=label, callback_data=value)] for label, value in post.choices
+        ]
+        return InlineKeyboardMarkup(inline_keyboard=rows)
+    mod = post.moderation
+    if mod is None or not mod.actions or post.message_id is None:
+        return None
+    row = [
+        InlineKeyboardButton(
+            text=MODERATION_LABELS.get(a, a), callback_data=f"m:{post.message_id}:{a}"
+        )
+        for a in mod.actions
+    ]
+    return InlineKeyboardMarkup(inline_keyboard=[row])
+
+
 class TelegramPlatform:
     name = "telegram"
 
@@ -114,7 +142,13 @@ class TelegramPlatform:
         )
 
     async def _edit(
-        self, chat_id: str, message_id: str, text: str, *, gone: tuple[str, ...] = ()
+        self,
+        chat_id: str,
+        message_id: str,
+        text: str,
+        *,
+        gone: tuple[str, ...] = (),
+        markup: InlineKeyboardMarkup | None = None,
     ) -> None:
         try:
             await call(
@@ -125,6 +159,7 @@ class TelegramPlatform:
                     text=text,
                     parse_mode="HTML",
                     link_preview_options=NO_PREVIEW,
+                    reply_markup=markup,
                 ),
                 gone=gone,
             )
@@ -142,16 +177,7 @@ class TelegramPlatform:
     ) -> str:
         """Shows the post whole: a text longer than one message goes out in parts, each
         later part replying to the first, whose id stands for the post."""
-        markup = (
-            InlineKeyboardMarkup(
-                inline_keyboard=[
-                    [InlineKeyboardButton(text=label, callback_data=value)]
-                    for label, value in post.choices
-                ]
-            )
-            if post.choices
-            else None
-        )
+        markup = keyboard(post)
         first: int | None = None
         for text in render_post(post):
             if first is None:
@@ -242,7 +268,7 @@ class TelegramPlatform:
                         return
                     # shown as text after all (a refused URL, a long line): edit the text
             post = post.with_links()
-        await self._edit(chat_id, message_id, render_edit(post))
+        await self._edit(chat_id, message_id, render_edit(post), markup=keyboard(post))
 
     async def set_thread_state(self, chat_id: str, thread: ThreadRef, root: RootMessage) -> None:
         is_open = root.status == "open"

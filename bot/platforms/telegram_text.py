@@ -146,15 +146,18 @@ def entry(post: ChatPost) -> Entry:
     who = shorten(inert(post.author or "Someone"), NAME_MAX)
     name = bold(who + (" (Page)" if post.kind == "page" else ""))
     text = inert(post.text)
+    # who moderated it from the chat ("hidden by Ines") says more than Facebook's status
+    state = post.moderation.state if post.moderation is not None else None
     if post.fb_status == "removed":
-        return Entry((name,), text, strike=True, note=(Span("\n"), italic("removed on Facebook")))
+        note = (Span("\n"), italic(state or "removed on Facebook"))
+        return Entry((name,), text, strike=True, note=note)
     if post.fb_status == "hidden":
-        return Entry((name,), text, note=(Span("\n"), italic("hidden on Facebook")))
+        return Entry((name,), text, note=(Span("\n"), italic(state or "hidden on Facebook")))
     head = [Span("↪ ")] if post.is_reply else []
     head.append(name)
     if post.fb_status == "edited":
         head.append(Span(" (edited)"))
-    return Entry(tuple(head), text)
+    return Entry(tuple(head), text, note=(Span("\n"), italic(state)) if state else ())
 
 
 def pages(entries: Sequence[Entry], head: str = "") -> list[str]:

@@ -48,3 +48,10 @@ def binding_refusal(actor: Actor) -> str:
         "Only the operator of this Pagedesk can connect a Facebook Page to a chat. "
         f"Your user id is {actor.user_id}: ask the operator to add {key} to BOT_ADMINS."
     )
+
+
+def may_delete_comment(actor: Actor) -> bool:
+    """Deleting a customer's comment on Facebook cannot be undone and takes their words
+    away for good: the chat's admins and BOT_ADMINS only. Anyone in the chat may hide it
+    (which can be undone), unhide it or like it."""
+    return actor.is_operator or actor.is_chat_admin

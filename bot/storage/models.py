@@ -41,6 +41,8 @@ class Page(Base):
     connected_by: Mapped[str | None] = mapped_column(String(64))
     active: Mapped[bool] = mapped_column(default=True)
     token_alerted: Mapped[bool] = mapped_column(default=False)
+    # the Instagram business account connected to the Page: its comments come as its own
+    ig_account_id: Mapped[str | None] = mapped_column(String(64), index=True)
     connected_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
@@ -148,6 +150,11 @@ class Message(Base):
     text: Mapped[str] = mapped_column(Text, default="")
     # the customer message a staff answer goes to
     answers_message_id: Mapped[int | None] = mapped_column(ForeignKey("messages.id"))
+    # moderation from the chat: the last action done on Facebook ("hide", "unhide", "like",
+    # "delete"), by whom (a display name), and whether the Page likes the comment
+    moderation: Mapped[str | None] = mapped_column(String(16))
+    moderated_by: Mapped[str | None] = mapped_column(String(255))
+    liked: Mapped[bool] = mapped_column(default=False)
     # id of this message in the chat (the relayed copy, or the staff member's own message)
     chat_message_id: Mapped[str | None] = mapped_column(String(64))
     # "pending" | "relayed" | "sending" | "delivered" | "failed" | "internal"
