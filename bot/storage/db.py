@@ -26,6 +26,8 @@ from sqlalchemy.ext.asyncio import (
 )
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+# pg_advisory_xact_lock's key for schema upgrades (any constant no other code uses)
+MIGRATION_LOCK = 0x7061_6765_6465_736B  # "pagedesk"
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -73,7 +75,13 @@ class Database:
             await conn.execute(text("SELECT 1"))
 
     async def migrate(self) -> None:
-        """Bring the schema up to date (Alembic ``upgrade head``) on this engine."""
+        """Bring the schema up to date (Alembic ``upgrade head``) on this engine.
+
+        Replicas starting together on PostgreSQL would race on the same DDL (two
+        ``CREATE TABLE``, or one reading the version while the other changes it): the
+        upgrade runs under a transaction-level advisory lock, so the first one migrates and
+        the others, once they get the lock, find the schema at head and do nothing. The
+        lock goes with the transaction, also when the process dies holding it."""
 
         def _upgrade(conn: Connection) -> None:
             cfg = alembic_config(self.url)
@@ -81,6 +89,10 @@ class Database:
             command.upgrade(cfg, "head")
 
         async with self.engine.begin() as conn:
+            if not self.is_sqlite:
+                await conn.execute(
+                    text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK}
+                )
             await conn.run_sync(_upgrade)
 
     async def close(self) -> None:
