@@ -55,6 +55,13 @@ SPECS = (
     Spec("contact", Where.TASK, Who.EVERYONE, "", "the customer's card; merge <n> joins one"),
     Spec("merge", Where.TASK, Who.EVERYONE, "<task>", "merge another task into this one"),
     Spec("dm", Where.TASK, Who.EVERYONE, "<text>", "answer the commenter privately in Messenger"),
+    Spec(
+        "write",
+        Where.TASK,
+        Who.EVERYONE,
+        "messenger|comment <text>",
+        "write first to the customer: in Messenger, or under their latest comment",
+    ),
     Spec("hide", Where.TASK, Who.EVERYONE, "", "hide the comment replied to on Facebook"),
     Spec("unhide", Where.TASK, Who.EVERYONE, "", "unhide the comment replied to"),
     Spec("like", Where.TASK, Who.EVERYONE, "", "like the comment replied to as the Page"),
@@ -146,6 +153,22 @@ def parse_quick_choice(value: str) -> tuple[int, str] | None:
     if kind != "q" or not task.isdigit() or not QUICK_NAME.match(name):
         return None
     return int(task), name
+
+
+WRITE_CHANNELS = {"messenger": "messenger", "comment": "comments", "comments": "comments"}
+WRITE_LABELS = {"messenger": "✉️ Write in Messenger", "comments": "💬 Reply to latest comment"}
+
+
+def write_choice(task_id: int, channel: str) -> str:
+    return f"w:{task_id}:{channel}"  # the contact card's buttons
+
+
+def parse_write_choice(value: str) -> tuple[int, str] | None:
+    kind, _, rest = value.partition(":")
+    task, _, channel = rest.partition(":")
+    if kind != "w" or not task.isdigit() or channel not in WRITE_LABELS:
+        return None
+    return int(task), channel
 
 
 def is_chat_command(name: str, args: str, *, in_task: bool) -> bool:
@@ -298,7 +321,19 @@ class ChatCommands:
                 return await self.cards.merge_contacts(task_id, rest.strip())
             if sub:
                 return f"Usage: {p}contact, or {p}contact merge <contact number>"
-            return await self.cards.contact_card(task_id)
+            card = await self.cards.contact_card(task_id)
+            channels = await self.cards.write_channels(task_id)
+            if not channels:
+                return card
+            return Menu(card, tuple((WRITE_LABELS[c], write_choice(task_id, c)) for c in channels))
+        if name == "write":
+            where, _, text = args.strip().partition(" ")
+            channel = WRITE_CHANNELS.get(where.lower())
+            if channel is None or not text.strip():
+                return f"Usage: {p}write messenger <text>, or {p}write comment <text>"
+            return await self.cards.write_first(
+                task_id, channel, text, user_id=inv.user_id, by=inv.by
+            )
         if name == "merge":
             return await self.desk.merge_tasks(task_id, args.strip())
         if name == "dm":

@@ -579,3 +579,44 @@ def media_to_show(attachments: Sequence[Attachment]) -> list[dict[str, str]] | N
     audio, files with a URL), as stored on their message; None when nothing."""
     shown = [{"type": a.kind, "url": a.url} for a in attachments if a.is_media and a.url]
     return shown or None
+
+
+# --- writing first from a contact card ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WriteFirst:
+    """Write to the contact in ``task_id`` (reopened first with ``reopen``), answering
+    ``target_id``, their latest message on the channel."""
+
+    task_id: int
+    target_id: int
+    reopen: bool = False
+
+
+def write_first(
+    channel: str,
+    target: MessageView | None,
+    target_task: TaskView | None,
+    *,
+    open_on_post: TaskView | None,
+    last_in_messenger: datetime | None,
+    now: datetime,
+) -> WriteFirst | Refuse:
+    """Staff write first to a contact on one of their channels: in Messenger (within the
+    24-hour / HUMAN_AGENT 7-day rule) or under their latest comment. It goes through that
+    channel's task: the open one (of the comment's post too), else the latest, reopened.
+    ``target_task`` is the surviving task of ``target``."""
+    if target is None or target_task is None:
+        if channel == Channel.MESSENGER:
+            return Refuse("the person has not written in Messenger: the Page may not write first")
+        return Refuse("the person has no comment on this chat's Pages")
+    if channel == Channel.MESSENGER:
+        rule = messenger_send_rule(last_in_messenger, now, written_by_person=True)
+        if isinstance(rule, Refuse):
+            return rule
+    if target_task.status == TaskStatus.OPEN:
+        return WriteFirst(target_task.id, target.id)
+    if open_on_post is not None and open_on_post.status == TaskStatus.OPEN:
+        return WriteFirst(open_on_post.id, target.id)
+    return WriteFirst(target_task.id, target.id, reopen=True)

@@ -349,3 +349,78 @@ async def test_a_comment_with_a_photo_or_sticker_shows_it(connected: Stage) -> N
     assert photo["method"] == "sendPhoto"
     assert photo["media_url"] == "https://scontent.example/sticker.png"
     assert photo["visible"] == "Eva Lund: Love it"
+
+
+# --- issue 12, item 5: writing first from a contact card -------------------------------------
+
+
+def click(st: Stage, message: dict[str, Any], data: str) -> dict[str, Any]:
+    return {
+        "update_id": 778001 + len(st.telegram.calls),
+        "callback_query": {
+            "id": "cb-write",
+            "chat_instance": "-1",
+            "data": data,
+            "from": AGENT,
+            "message": {**message, "chat": {"id": CHAT_ID, "type": "supergroup"}},
+        },
+    }
+
+
+async def ann_on_both_channels(st: Stage) -> tuple[int, int]:
+    """Ann commented (task #1) and wrote in Messenger (task #2); one card; both closed."""
+    await comment(st, "c_1", "Is it vegan?")
+    ann_dm = await person_writes(st, DANA, "Ann Lee", "mid.1", timedelta(hours=2))
+    post_topic = comment_topic(st)
+    await staff_says(st, "/contact merge 2", post_topic)
+    await staff_says(st, "/close", ann_dm)
+    await staff_says(st, "/close", post_topic)
+    return post_topic, ann_dm
+
+
+async def test_write_first_with_the_command_on_both_channels(connected: Stage) -> None:
+    post_topic, ann_dm = await ann_on_both_channels(connected)
+    await staff_says(connected, "/write messenger Your order is ready!", post_topic)
+    [sent] = sent_to(connected, DANA)
+    assert sent["message"]["text"] == "Your order is ready!"
+    assert sent["messaging_type"] == "RESPONSE"
+    assert topics(connected)[ann_dm]["closed"] is False  # the channel's task, reopened
+    assert "Ines to Ann Lee: Your order is ready!" in thread_texts(connected, ann_dm)
+    await staff_says(connected, "/write comment It is vegan now!", ann_dm)
+    [posted] = connected.graph.comments
+    assert (posted.parent_id, posted.message) == ("c_1", "It is vegan now!")
+    assert topics(connected)[post_topic]["closed"] is False
+    assert any("It is vegan now!" in t for t in thread_texts(connected, post_topic))
+
+
+async def test_write_first_in_messenger_follows_the_7_day_rule(connected: Stage) -> None:
+    await comment(connected, "c_1", "Is it vegan?")
+    await person_writes(connected, DANA, "Ann Lee", "mid.1", timedelta(days=8))
+    post_topic = comment_topic(connected)
+    await staff_says(connected, "/contact merge 2", post_topic)
+    await staff_says(connected, "/write messenger Hello again", post_topic)
+    assert sent_to(connected, DANA) == []
+    assert "8 days old" in thread_texts(connected, post_topic)[-1]
+
+
+async def test_the_contact_cards_buttons_open_the_channels_task(connected: Stage) -> None:
+    post_topic, ann_dm = await ann_on_both_channels(connected)
+    await staff_says(connected, "/contact", post_topic)
+    card = connected.telegram.thread_messages(CHAT_ID, post_topic)[-1]
+    assert card["visible"].startswith("👤 Ann Lee")
+    buttons = connected.telegram.called("sendMessage")[-1].params["reply_markup"]
+    assert buttons["inline_keyboard"] == [
+        [{"text": "✉️ Write in Messenger", "callback_data": "w:1:messenger"}],
+        [{"text": "💬 Reply to latest comment", "callback_data": "w:1:comments"}],
+    ]
+    assert (await connected.telegram_update(click(connected, card, "w:1:messenger"))).status == 200
+    await connected.settled()
+    assert topics(connected)[ann_dm]["closed"] is False
+    assert "writing first to Ann Lee" in thread_texts(connected, ann_dm)[-1]
+    await staff_says(connected, "See you soon", ann_dm)  # written in the reopened task
+    assert [m["message"]["text"] for m in sent_to(connected, DANA)] == ["See you soon"]
+    await connected.telegram_update(click(connected, card, "w:1:comments"))
+    await connected.settled()
+    note = connected.telegram.thread_messages(CHAT_ID, post_topic)[-1]
+    assert "reply to their comment" in note["visible"]
+    assert note["reply_to_message_id"] == message_id_of(connected, post_topic, "Is it vegan?")

@@ -338,7 +338,6 @@ def test_a_private_reply_once_per_comment_within_7_days() -> None:
     assert routing.private_reply_refusal(None, T0, already_sent=False)
 
 
-
 def test_media_to_show_keeps_pictures_and_files_with_a_url() -> None:
     shown = routing.media_to_show(
         [
@@ -418,3 +417,29 @@ def test_instagram_media_ids_are_numbers_alone() -> None:
     assert routing.is_instagram_media("17895695668004550")
     assert not routing.is_instagram_media("137542570280111_139560936755999")
     assert not routing.is_instagram_media(None)
+
+
+def test_writing_first_goes_through_the_channels_task_within_messengers_rules() -> None:
+    now = datetime(2026, 11, 22, 12, tzinfo=UTC)
+    dm = MessageView(7, "customer", "mid.1", None, "hi", "relayed", author_fb_id="psid")
+    comment = MessageView(8, "customer", "c_1", "p_1", "hi", "relayed", post_id="p_1")
+    open_dm = TaskView(2, "open", channel="messenger")
+    closed = TaskView(1, "closed")
+    rule = routing.write_first
+    assert rule("messenger", dm, open_dm, open_on_post=None, last_in_messenger=now, now=now) == (
+        routing.WriteFirst(2, 7)
+    )
+    old = now - timedelta(days=8)
+    refused = rule("messenger", dm, open_dm, open_on_post=None, last_in_messenger=old, now=now)
+    assert isinstance(refused, routing.Refuse) and "8 days old" in refused.reason
+    assert isinstance(
+        rule("messenger", None, None, open_on_post=None, last_in_messenger=None, now=now),
+        routing.Refuse,
+    )
+    newer = TaskView(5, "open")
+    assert rule(
+        "comments", comment, closed, open_on_post=newer, last_in_messenger=None, now=now
+    ) == (routing.WriteFirst(5, 8))
+    assert rule(
+        "comments", comment, closed, open_on_post=None, last_in_messenger=None, now=now
+    ) == (routing.WriteFirst(1, 8, reopen=True))

@@ -132,9 +132,7 @@ def _parse_messaging(page_id: str, item: Any) -> MessengerEvent | None:
         # what it was, and where Facebook serves it (a link staff can open); pictures and
         # files are shown as media, with their link where they cannot be
         text = "\n".join(
-            f"[{a.kind}] {a.url}" if a.url else f"[{a.kind}]"
-            for a in attachments
-            if not a.is_media
+            f"[{a.kind}] {a.url}" if a.url else f"[{a.kind}]" for a in attachments if not a.is_media
         )
         if not text and not any(a.is_media for a in attachments):
             text = "[attachment]"

@@ -12,7 +12,14 @@ from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import routing
-from bot.commands import ChatCommands, Invocation, Menu, Reply, parse_quick_choice
+from bot.commands import (
+    ChatCommands,
+    Invocation,
+    Menu,
+    Reply,
+    parse_quick_choice,
+    parse_write_choice,
+)
 from bot.config import Settings
 from bot.core.context import Core
 from bot.core.desk import StaffDesk, StaffMessage
@@ -189,7 +196,16 @@ class SlackEdge:
         user = str((body.get("user") or {}).get("id", ""))
         channel = str((body.get("channel") or body.get("container") or {}).get("id", ""))
         if action.get("action_id") == "quick_pick":
-            picked = parse_quick_choice(str((action.get("selected_option") or {}).get("value")))
+            value = str((action.get("selected_option") or {}).get("value"))
+            if (write := parse_write_choice(value)) is not None:
+                # a contact card's "Write in Messenger" / "Reply to latest comment"
+                said = await self.commands.cards.write_first(
+                    *write, None, user_id=user, by=f"<@{user}>", chat=(PLATFORM, channel)
+                )
+                thread = await self.desk.task_thread(write[0], PLATFORM, channel)
+                await self.say(channel, said, thread_ts=thread)
+                return
+            picked = parse_quick_choice(value)
             if picked is not None:
                 reason = await self.desk.send_quick(
                     picked[0], picked[1], user_id=user, by=f"<@{user}>", chat=(PLATFORM, channel)

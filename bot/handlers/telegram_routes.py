@@ -22,6 +22,7 @@ from bot.commands import (
     Reply,
     is_chat_command,
     parse_quick_choice,
+    parse_write_choice,
 )
 from bot.config import Settings
 from bot.core.context import Core
@@ -111,6 +112,7 @@ class TelegramEdge:
         router.message.register(self.on_stray_task_command, in_group, Command(*TASK_WORDS))
         router.edited_message.register(self.on_edited, F.is_topic_message, F.from_user)
         router.callback_query.register(self.on_quick_pick, F.data.startswith("q:"))
+        router.callback_query.register(self.on_write_pick, F.data.startswith("w:"))
         router.callback_query.register(self.on_moderation, F.data.startswith("m:"))
         return router
 
@@ -273,6 +275,28 @@ class TelegramEdge:
         if reason and where:
             thread = await self.desk.task_thread(task_id, PLATFORM, where)
             await self.core.say(ChatNotice(PLATFORM, where, reason, thread_id=thread))
+
+    async def on_write_pick(self, q: CallbackQuery) -> None:
+        """A contact card's "Write in Messenger" / "Reply to latest comment" button: that
+        channel's task is opened for writing first."""
+        picked = parse_write_choice(q.data or "")
+        if picked is None or q.message is None:
+            return
+        where = str(q.message.chat.id)
+        said = await self.commands.cards.write_first(
+            picked[0],
+            picked[1],
+            None,
+            user_id=str(q.from_user.id),
+            by=q.from_user.full_name,
+            chat=(PLATFORM, where),
+        )
+        with contextlib.suppress(TelegramAPIError):
+            await self.bot.answer_callback_query(q.id, text=said[:200])
+        thread = getattr(q.message, "message_thread_id", None)
+        await self.core.say(
+            ChatNotice(PLATFORM, where, said, thread_id=str(thread) if thread else None)
+        )
 
     async def on_moderation(self, q: CallbackQuery) -> None:
         """A relayed comment's Hide / Unhide / Like / Delete button, or the Yes / Cancel of

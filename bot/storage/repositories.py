@@ -304,6 +304,25 @@ class MessengerRepository:
             .limit(1)
         )
 
+    async def latest_from(
+        self, s: AsyncSession, task_ids: Sequence[int], fb_ids: Sequence[str], channel: str
+    ) -> Message | None:
+        """The latest message these people (a contact card) wrote through ``channel`` in
+        these tasks: where writing to them first answers."""
+        on_post = Message.fb_post_id.is_not(None)
+        return await s.scalar(
+            select(Message)
+            .where(
+                Message.task_id.in_(task_ids),
+                Message.author_fb_id.in_(fb_ids),
+                Message.direction == Direction.CUSTOMER,
+                Message.fb_status.is_distinct_from("removed"),
+                on_post if channel == Channel.COMMENTS else Message.fb_post_id.is_(None),
+            )
+            .order_by(Message.created_at.desc(), Message.id.desc())
+            .limit(1)
+        )
+
     async def private_reply(self, s: AsyncSession, comment_fb_id: str) -> PrivateReply | None:
         return await s.get(PrivateReply, comment_fb_id)
 
