@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -30,8 +31,10 @@ from bot.handlers.slack_events import SlackEdge
 from bot.handlers.telegram_routes import TelegramEdge
 from bot.intake import Intake
 from bot.jobs.kinds import ChatNotice
+from bot.leases import Leases
+from bot.limits import Limit, Limiter, LocalLimiter, Pacer, SharedLimiter
 from bot.metrics import Metrics
-from bot.outbox import Limit, Outbox, Pacer
+from bot.outbox import Outbox
 from bot.page_access import PAGE_ACCESS, PageAccess
 from bot.platforms.slack import SlackPlatform
 from bot.platforms.telegram import TelegramPlatform
@@ -62,18 +65,28 @@ async def periodic_loop(maintenance: Maintenance, stop: asyncio.Event, every: fl
             await asyncio.wait_for(stop.wait(), timeout=every)
 
 
-def pacer_for(settings: Settings) -> Pacer:
+def rate_limits(settings: Settings) -> dict[str, Limit]:
     def per(rate: float, window: float) -> Limit:
         return Limit(count=max(1, int(rate)), window=window)
 
-    return Pacer(
-        {
-            "tg:chat": per(settings.rate_telegram_group_per_min, 60.0),
-            "tg:global": per(settings.rate_telegram_global_per_sec, 1.0),
-            "slack:channel": per(settings.rate_slack_channel_per_sec, 1.0),
-            "fb:page": per(settings.rate_fb_page_per_min, 60.0),
-        }
-    )
+    return {
+        "tg:chat": per(settings.rate_telegram_group_per_min, 60.0),
+        "tg:global": per(settings.rate_telegram_global_per_sec, 1.0),
+        "slack:channel": per(settings.rate_slack_channel_per_sec, 1.0),
+        "fb:page": per(settings.rate_fb_page_per_min, 60.0),
+    }
+
+
+def pacer_for(settings: Settings) -> Pacer:
+    return Pacer(rate_limits(settings))
+
+
+def limiter_for(settings: Settings, db: Database) -> Limiter:
+    """SQLite serves one process: its own pacer. PostgreSQL may serve several replicas:
+    one budget per destination in the database, for all of them together."""
+    if db.is_sqlite:
+        return LocalLimiter(pacer_for(settings))
+    return SharedLimiter(rate_limits(settings))
 
 
 @dataclass
@@ -114,7 +127,7 @@ def create_app(
         parts.jobs.execute,
         parts.jobs.failed,
         metrics,
-        pacer_for(settings),
+        limiter_for(settings, db),
         base_delay=outbox_base_delay,
     )
     parts.core.on_enqueued = outbox.wake
@@ -228,6 +241,7 @@ async def _start(app: web.Application) -> None:
     c = app[COMPONENTS]
     s = c.settings
     await c.db.migrate()
+    leases = Leases(c.db)  # work one replica does at a time (always this one on SQLite)
     async with c.db.read() as session:
         if c.parts.core.tokens is None and await c.parts.core.repo.pages.any_connected(session):
             raise ConfigError("SECRET_KEY: required once a page is connected")
@@ -262,7 +276,11 @@ async def _start(app: web.Application) -> None:
             # Telegram being down must not keep Facebook deliveries from being stored.
             log.error("Telegram setup failed; will still serve", extra={"error": str(e)})
         if not s.telegram_webhook_mode:
-            c.background.append(asyncio.create_task(tg.poll_updates(c.bot, c.intake, c.stopping)))
+            # one poller per bot (Telegram answers 409 to a second): the lease holder
+            poll = functools.partial(tg.poll_updates, c.bot, c.intake)
+            c.background.append(
+                asyncio.create_task(leases.run("telegram-polling", poll, c.stopping))
+            )
     if c.slack_client is not None and c.bolt is not None:
         core.platforms["slack"] = SlackPlatform(c.slack_client)
         edge = SlackEdge(c.slack_client, s, core, parts.desk, parts.commands)
@@ -276,11 +294,12 @@ async def _start(app: web.Application) -> None:
     c.intake.start()
     c.worker.start()
     await c.outbox.start()
-    c.background.append(
-        asyncio.create_task(periodic_loop(parts.maintenance, c.stopping, CATCH_UP_EVERY))
-    )
-    # issue 13: page token checks at start, then every few hours
-    c.background.append(asyncio.create_task(app[PAGE_ACCESS].run(c.stopping)))
+    # periodic work runs on one replica at a time (the lease holder), not once per replica
+    periodic = functools.partial(periodic_loop, parts.maintenance, every=CATCH_UP_EVERY)
+    c.background.append(asyncio.create_task(leases.run("periodic", periodic, c.stopping)))
+    # issue 13: page token checks at start, then every few hours (issue 11: on one replica)
+    token_checks = app[PAGE_ACCESS].run
+    c.background.append(asyncio.create_task(leases.run("page-tokens", token_checks, c.stopping)))
     if c.socket_mode is not None:
         try:
             await c.socket_mode.connect_async()  # type: ignore[no-untyped-call]

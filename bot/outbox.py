@@ -13,91 +13,27 @@ import contextlib
 import logging
 import random
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.errors import DeliveryError
+from bot.limits import Limit, Limiter, Pacer
 from bot.metrics import Metrics
 from bot.storage.db import Database
 from bot.storage.models import OutboxJob
 from bot.storage.repositories import OutboxRepository
 
+__all__ = ["Executor", "FailureHandler", "Limit", "Outbox", "Pacer", "backoff"]
+
 log = logging.getLogger(__name__)
+
+LEASE = 30.0  # seconds; see Outbox.lease
 
 Executor = Callable[[OutboxJob], Awaitable[None]]
 # Called inside the transaction that marks the job failed, so the state and what it
 # triggers (a notice in the thread) are written together.
 FailureHandler = Callable[[AsyncSession, OutboxJob, DeliveryError], Awaitable[None]]
-
-
-@dataclass(frozen=True)
-class Limit:
-    count: int
-    window: float  # seconds
-
-    @property
-    def guarded(self) -> float:
-        """The window plus a margin: the platform counts a send when it arrives, which is
-        a little after we counted it, and a request can wait behind the previous one."""
-        return self.window + max(0.25, self.window * 0.05)
-
-
-class Pacer:
-    """Limits per destination (``tg:chat:-100…``, ``fb:page:…``, ``tg:global``).
-
-    A job asks for all of its keys at once and gets either a go (the sends are counted)
-    or the time to wait, so that we stay below the platforms' limits instead of hitting them.
-    Two rules: a sliding window (never more than the limit in any window, the hard guard),
-    and even spacing after a short burst (GCRA), so that a burst does not spend a whole
-    minute's budget in its first second while comments are still arriving: the waiting ones
-    then go out together as digests.
-    """
-
-    def __init__(self, limits: dict[str, Limit], burst_share: float = 0.25) -> None:
-        self._limits = limits
-        self._sent: dict[str, deque[float]] = {}
-        self._tat: dict[str, float] = {}  # GCRA's theoretical arrival time per key
-        self._burst_share = burst_share
-
-    def _limit(self, key: str) -> Limit | None:
-        for prefix, limit in self._limits.items():
-            if key == prefix or key.startswith(prefix + ":"):
-                return limit
-        return None
-
-    def reserve(self, keys: list[str], now: float, cost: int = 1) -> float:
-        """0 and the sends counted, or the seconds until ``cost`` sends fit under every
-        key's limit."""
-        wait = 0.0
-        for key in keys:
-            limit = self._limit(key)
-            if limit is None:
-                continue
-            sent = self._sent.setdefault(key, deque())
-            while sent and sent[0] <= now - limit.guarded:
-                sent.popleft()
-            need = min(cost, limit.count)
-            if len(sent) + need > limit.count:
-                # the oldest sends that must age out of the window first
-                oldest = sent[len(sent) + need - limit.count - 1]
-                wait = max(wait, oldest + limit.guarded - now)
-            interval = limit.guarded / limit.count
-            tolerance = (max(1, int(limit.count * self._burst_share)) - 1) * interval
-            tat = max(self._tat.get(key, now), now)
-            if tat - now > tolerance:
-                wait = max(wait, tat - now - tolerance)
-        if wait > 0:
-            return wait
-        for key in keys:
-            limit = self._limit(key)
-            if limit is not None:
-                self._sent.setdefault(key, deque()).extend([now] * cost)
-                interval = limit.guarded / limit.count
-                self._tat[key] = max(self._tat.get(key, now), now) + cost * interval
-        return 0.0
 
 
 def backoff(attempt: int, base: float = 1.0, cap: float = 600.0) -> float:
@@ -112,7 +48,7 @@ class Outbox:
         execute: Executor,
         on_failed: FailureHandler,
         metrics: Metrics,
-        pacer: Pacer,
+        limiter: Limiter,
         *,
         concurrency: int = 16,
         max_attempts: int = 10,
@@ -123,16 +59,19 @@ class Outbox:
         self._execute = execute
         self._on_failed = on_failed
         self._metrics = metrics
-        self._pacer = pacer
+        self._limiter = limiter
         self._concurrency = concurrency
         self._max_attempts = max_attempts
         self._base_delay = base_delay
         self._wake = asyncio.Event()
         self._running: dict[str, asyncio.Task[None]] = {}
-        self._not_before: dict[str, float] = {}
+        self._running_ids: dict[str, int] = {}  # lane: the job running in it
+        self._renewed = 0.0
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
-        self.lease = 300.0
+        # A runner's claim on a job, renewed while the job runs: a replica that dies
+        # mid-call holds up that lane for this long at most.
+        self.lease = LEASE
 
     def wake(self) -> None:
         self._wake.set()
@@ -164,6 +103,7 @@ class Outbox:
             wait = 1.0
             try:
                 wait = await self._dispatch_due()
+                await self._renew_claims()
             except Exception:
                 log.exception("outbox poll failed")
             with contextlib.suppress(TimeoutError):
@@ -185,30 +125,40 @@ class Outbox:
                 break
             if job.lane in self._running:
                 continue
-            nb = self._not_before.get(job.lane, 0.0)
-            if nb > now:
-                wait = min(wait, nb - now)
-                continue
             pace = job.payload.get("pace")
             keys = [str(k) for k in pace] if isinstance(pace, list) else []
             cost = job.payload.get("pace_cost", 1)
-            delay = (
-                self._pacer.reserve(keys, now, cost if isinstance(cost, int) else 1)
-                if keys
-                else 0.0
-            )
+            delay = 0.0
+            async with self._db.write() as s:
+                # Claim and pace in one transaction: of two replicas that see the same
+                # head, only the one whose claim succeeds spends the send; a job that must
+                # wait goes back with its time, and no replica asks for it again before.
+                t = time.time()
+                if not await self._repo.claim(s, job.id, t, self.lease):
+                    continue
+                if keys:
+                    delay = await self._limiter.reserve(
+                        s, keys, cost if isinstance(cost, int) else 1
+                    )
+                if delay > 0:
+                    await self._repo.postpone(s, job.id, t + delay)
             if delay > 0:
-                self._not_before[job.lane] = now + delay
                 wait = min(wait, delay)
                 continue
-            self._not_before.pop(job.lane, None)
-            async with self._db.write() as s:
-                claimed = await self._repo.claim(s, job.id, time.time(), self.lease)
-            if not claimed:
-                continue
             self._running[job.lane] = asyncio.create_task(self._attempt(job))
+            self._running_ids[job.lane] = job.id
             free -= 1
         return wait
+
+    async def _renew_claims(self) -> None:
+        """Several replicas (PostgreSQL): keep the jobs in flight ours. SQLite serves one
+        process, which releases every claim when it starts."""
+        now = time.time()
+        if self._db.is_sqlite or not self._running_ids or now - self._renewed < self.lease / 3:
+            return
+        async with self._db.write() as s:
+            await self._repo.extend(s, list(self._running_ids.values()), now + self.lease)
+        self._renewed = now
 
     async def _attempt(self, job: OutboxJob) -> None:
         try:
@@ -229,6 +179,7 @@ class Outbox:
                     row.claimed_until = None
         finally:
             self._running.pop(job.lane, None)
+            self._running_ids.pop(job.lane, None)
             self._wake.set()
 
     async def _handle_error(self, job: OutboxJob, e: DeliveryError) -> None:

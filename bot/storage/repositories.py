@@ -483,6 +483,26 @@ class OutboxRepository:
         )
         return bool(result.rowcount)  # type: ignore[attr-defined]
 
+    async def extend(self, s: AsyncSession, job_ids: Sequence[int], until: float) -> None:
+        """Renew the claims on jobs still running."""
+        await s.execute(
+            update(OutboxJob)
+            .where(
+                OutboxJob.id.in_(job_ids),
+                OutboxJob.state == "pending",
+                OutboxJob.claimed_until.is_not(None),
+            )
+            .values(claimed_until=until)
+        )
+
+    async def postpone(self, s: AsyncSession, job_id: int, until: float) -> None:
+        """Give a claimed job back to run at ``until`` (its destination's limit is reached)."""
+        await s.execute(
+            update(OutboxJob)
+            .where(OutboxJob.id == job_id)
+            .values(claimed_until=None, next_attempt_at=until)
+        )
+
     async def release_all(self, s: AsyncSession) -> None:
         """At the start of the only process (SQLite): leases of a dead process end now."""
         await s.execute(
