@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,10 +27,20 @@ class IntakeClosed(Exception):
 
 @dataclass
 class _Pending:
-    row: dict[str, Any]
+    rows: list[dict[str, Any]]
     done: asyncio.Future[None] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One row of the inbox: its dedupe key, the payload, and its ordering key (``lane``:
+    deliveries of one lane are handled in the order they were stored; None: no order)."""
+
+    dedupe_key: str | None
+    payload: str
+    lane: str | None = None
 
 
 class Intake:
@@ -52,20 +62,31 @@ class Intake:
     def start(self) -> None:
         self._task = asyncio.create_task(self._writer(), name="intake-writer")
 
-    async def submit(self, source: str, dedupe_key: str | None, payload: str) -> None:
+    async def submit(
+        self, source: str, dedupe_key: str | None, payload: str, *, lane: str | None = None
+    ) -> None:
         """Store a delivery durably; returns once committed, raises if it could not be."""
+        await self.submit_all(source, [Delivery(dedupe_key, payload, lane)])
+
+    async def submit_all(self, source: str, deliveries: Sequence[Delivery]) -> None:
+        """Store several rows of one delivery together (all committed, or none)."""
         if self._closed:
             raise IntakeClosed("shutting down")
+        now = time.time()
         item = _Pending(
-            {
-                "source": source,
-                "dedupe_key": dedupe_key,
-                "payload": payload,
-                "received_at": time.time(),
-                "processed_at": None,
-                "attempts": 0,
-                "next_attempt_at": 0.0,
-            }
+            [
+                {
+                    "source": source,
+                    "dedupe_key": d.dedupe_key,
+                    "payload": d.payload,
+                    "lane": d.lane,
+                    "received_at": now,
+                    "processed_at": None,
+                    "attempts": 0,
+                    "next_attempt_at": 0.0,
+                }
+                for d in deliveries
+            ]
         )
         await self._queue.put(item)
         await item.done
@@ -85,7 +106,7 @@ class Intake:
                 batch.append(nxt)
             try:
                 async with self._db.write() as s:
-                    await self._repo.add_many(s, [p.row for p in batch])
+                    await self._repo.add_many(s, [row for p in batch for row in p.rows])
             except Exception as e:
                 log.exception("intake commit failed", extra={"batch": len(batch)})
                 for p in batch:

@@ -1,4 +1,12 @@
-"""Processes stored deliveries in the order they arrived, after they were acknowledged."""
+"""Processes stored deliveries in the order they arrived, after they were acknowledged.
+
+SQLite serves one process: it reads the deliveries in id order and handles them one by one.
+On PostgreSQL several replicas share the table: each takes whole lanes (a Facebook page, a
+Telegram chat, a Slack channel: ``InboxItem.lane``), the oldest delivery of a lane and those
+right behind it, under a lease. A lane is handled by one replica at a time, in arrival
+order; other lanes run on the other replicas. A replica that dies holding a lane only
+delays it until the lease ends.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +16,7 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from bot.metrics import Metrics
 from bot.storage.db import Database
@@ -19,7 +28,15 @@ log = logging.getLogger(__name__)
 Handler = Callable[[InboxItem], Awaitable[None]]
 
 MAX_ATTEMPTS = 8
-LEASE = 300.0  # seconds a replica holds a stored delivery it is processing
+LEASE = 30.0  # seconds a replica holds the deliveries it took, renewed while it works
+LANES = 8  # lanes one replica takes at a time
+PER_LANE = 50  # deliveries of one lane taken at a time
+
+
+@dataclass
+class _Held:
+    until: float
+    lost: bool = False
 
 
 class InboxWorker:
@@ -31,6 +48,7 @@ class InboxWorker:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        self.lease = LEASE
 
     def register(self, source: str, handler: Handler) -> None:
         self._handlers[source] = handler
@@ -42,7 +60,8 @@ class InboxWorker:
         self._task = asyncio.create_task(self._run(), name="inbox-worker")
 
     async def stop(self) -> None:
-        """Finish the item in hand, then stop; the rest stays stored for the next start."""
+        """Finish the item in hand, then stop; the rest stays stored for the next start
+        (or, on PostgreSQL, is given back for another replica to take at once)."""
         self._stopping = True
         self._wake.set()
         if self._task is not None:
@@ -53,32 +72,77 @@ class InboxWorker:
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._task
 
+    async def take(self, now: float) -> tuple[list[InboxItem], float]:
+        """The next deliveries to handle, in order, and until when they are ours."""
+        if self._db.is_sqlite:
+            async with self._db.read() as s:
+                return await self._repo.pending(s, 200, now), float("inf")
+        until = now + self.lease
+        async with self._db.write() as s:
+            return await self._repo.claim_lanes(s, now, until, LANES, PER_LANE), until
+
     async def _run(self) -> None:
         while not self._stopping:
             self._wake.clear()
             try:
+                items, until = await self.take(time.time())
                 async with self._db.read() as s:
-                    items = await self._repo.pending(s, 200, time.time())
                     self._metrics.inbox_backlog.set(await self._repo.backlog(s))
             except Exception:
                 log.exception("inbox read failed")
-                items = []
+                items, until = [], 0.0
             if not items:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout=1.0)
                 continue
+            await self._handle_taken(items, until)
+
+    async def _handle_taken(self, items: list[InboxItem], until: float) -> None:
+        if until == float("inf"):  # SQLite: nothing taken, nothing to keep or give back
             for item in items:
                 if self._stopping:
                     return
                 await self.process(item)
+            return
+        left = list(items)
+        held = _Held(until)
+        keeper = asyncio.create_task(self._keep(left, held))
+        try:
+            while left and not self._stopping and not held.lost:
+                await self.process(left[0])
+                left.pop(0)
+        finally:
+            keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keeper
+            if left and not held.lost:
+                # stopping: another replica may take the rest at once
+                async with self._db.write() as s:
+                    await self._repo.release(s, [i.id for i in left], held.until)
+
+    async def _keep(self, left: list[InboxItem], held: _Held) -> None:
+        """Renew the lease on what is left while it is being handled, so that a short lease
+        suffices: a replica that dies holds up its lanes for ``lease`` seconds at most."""
+        while left:
+            await asyncio.sleep(self.lease / 3)
+            ids = [i.id for i in left]
+            until = time.time() + self.lease
+            try:
+                async with self._db.write() as s:
+                    kept = await self._repo.renew(s, ids, held.until, until)
+            except Exception as e:
+                log.warning("inbox lease not renewed", extra={"error": str(e)})
+                continue
+            held.until = until
+            if kept < len(ids):
+                # the lease ran out (a stalled process) and another replica took some:
+                # what is left is theirs now
+                log.warning("inbox lease lost", extra={"deliveries": len(ids) - kept})
+                held.lost = True
+                return
 
     async def process(self, item: InboxItem) -> None:
-        if not self._db.is_sqlite:
-            # Several replicas share PostgreSQL: one takes the item (a lease, so a replica
-            # that dies holding it only delays it). SQLite serves one process: no need.
-            async with self._db.write() as s:
-                if not await self._repo.claim(s, item.id, time.time(), LEASE):
-                    return
+        """Handle one stored delivery and record how it went."""
         handler = self._handlers.get(item.source)
         if handler is None:
             log.warning("no handler for stored delivery", extra={"source": item.source})
@@ -98,6 +162,7 @@ class InboxWorker:
                 if row is not None:
                     row.attempts = attempts
                     row.error = f"{type(e).__name__}: {e}"[:2000]
+                    row.claimed_until = None
                     if attempts >= MAX_ATTEMPTS:
                         # kept in the table with its error for an operator; not retried
                         row.processed_at = time.time()

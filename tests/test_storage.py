@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -230,24 +231,164 @@ async def test_the_same_staff_message_handled_at_once_is_stored_once(db: Databas
     assert (staff, answers) == (1, 1)
 
 
-async def test_replicas_claim_a_stored_delivery_once(db: Database) -> None:
+async def add_laned(db: Database, *lanes: str | None) -> list[int]:
+    """One stored delivery per lane given, in that order; their ids."""
+    rows = [{**inbox_row(f"k{n}"), "lane": lane} for n, lane in enumerate(lanes)]
+    async with db.write() as s:
+        await InboxRepository().add_many(s, rows)
+        return list(await s.scalars(select(InboxItem.id).order_by(InboxItem.id)))
+
+
+async def take(db: Database, now: float, lanes: int = 10, per_lane: int = 10) -> list[int]:
+    async with db.write() as s:
+        items = await InboxRepository().claim_lanes(s, now, now + 60, lanes, per_lane)
+    return [i.id for i in items]
+
+
+async def test_a_lane_is_taken_whole_by_one_replica_at_a_time(db: Database) -> None:
+    if db.is_sqlite:
+        pytest.skip("SQLite serves one process: it reads the inbox in order, no claims")
+    a1, b1, a2, n1, a3, b2 = await add_laned(db, "A", "B", "A", None, "A", "B")
+    now = time.time()
+    # lane A's first two, lane B's first two; a delivery without a lane on its own
+    assert await take(db, now, lanes=3, per_lane=2) == [a1, b1, a2, n1, b2]
+    # A is held while any of its deliveries is taken: its third waits
+    assert await take(db, now) == []
+    async with db.write() as s:
+        await InboxRepository().mark_processed(s, a1)
+    assert await take(db, now) == []
+    async with db.write() as s:
+        await InboxRepository().mark_processed(s, a2)
+    assert await take(db, now) == [a3]
+    # a replica that died holding a lane only delays it: the lease runs out
+    assert await take(db, now + 61) == [b1, n1, a3, b2]
+
+
+async def test_a_delivery_waiting_for_a_retry_steps_aside(db: Database) -> None:
+    if db.is_sqlite:
+        pytest.skip("SQLite serves one process: it reads the inbox in order, no claims")
+    a1, a2 = await add_laned(db, "A", "A")
+    now = time.time()
+    assert await take(db, now, per_lane=1) == [a1]
+    async with db.write() as s:
+        row = await s.get(InboxItem, a1)
+        assert row is not None
+        row.claimed_until, row.next_attempt_at, row.attempts = None, now + 30, 1
+    assert await take(db, now) == [a2]
+    async with db.write() as s:
+        await InboxRepository().mark_processed(s, a2)
+    assert await take(db, now + 31) == [a1]
+
+
+async def test_replicas_handle_each_delivery_once_and_each_lane_in_order(db: Database) -> None:
+    """Three workers on one PostgreSQL: every delivery handled once, and never two of one
+    lane at the same time or out of their order."""
     if db.is_sqlite:
         pytest.skip("SQLite serves one process: there are no replicas to share work")
     from bot.worker import InboxWorker
 
-    calls: list[int] = []
+    lanes = [f"L{n % 4}" for n in range(40)] + [None] * 4
+    ids = await add_laned(db, *lanes)
+    lane_of = dict(zip(ids, lanes, strict=True))
+    handled: list[int] = []
+    busy: set[str] = set()
+    overlaps: list[str] = []
+    all_handled = asyncio.Event()
 
     async def handler(item: InboxItem) -> None:
-        calls.append(item.id)
-        await asyncio.sleep(0.05)
+        lane = item.lane or f"none:{item.id}"
+        if lane in busy:
+            overlaps.append(lane)
+        busy.add(lane)
+        await asyncio.sleep(0.005)
+        busy.discard(lane)
+        handled.append(item.id)
+        if len(handled) == len(ids):
+            all_handled.set()
 
-    async with db.write() as s:
-        await InboxRepository().add_many(s, [inbox_row("1")])
-    async with db.read() as s:
-        [item] = await InboxRepository().pending(s, 10, time.time())
     workers = [InboxWorker(db, {"telegram": handler}, Metrics()) for _ in range(3)]
-    await asyncio.gather(*(w.process(item) for w in workers))
-    assert calls == [item.id]
+    for w in workers:
+        w.start()
+    try:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(all_handled.wait(), timeout=30)
+    finally:
+        for w in workers:
+            await w.stop()
+    assert sorted(handled) == ids  # each once
+    assert overlaps == []
+    for lane in {x for x in lanes if x is not None}:
+        order = [i for i in handled if lane_of[i] == lane]
+        assert order == sorted(order), f"lane {lane} out of order"
+
+
+async def test_a_replica_keeps_a_lane_while_it_works_on_it(db: Database) -> None:
+    """A short lease, renewed while the deliveries taken are handled: a slow lane stays
+    with its replica (a dead one would lose it within the lease)."""
+    if db.is_sqlite:
+        pytest.skip("SQLite serves one process: there are no replicas to share work")
+    from bot.worker import InboxWorker
+
+    ids = await add_laned(db, "A", "A", "A", "A")
+    handled: list[tuple[int, int]] = []
+    all_handled = asyncio.Event()
+
+    def handler_of(worker: int) -> Any:
+        async def handler(item: InboxItem) -> None:
+            await asyncio.sleep(0.3)
+            handled.append((worker, item.id))
+            if len(handled) == len(ids):
+                all_handled.set()
+
+        return handler
+
+    workers = [InboxWorker(db, {"telegram": handler_of(n)}, Metrics()) for n in range(2)]
+    for w in workers:
+        w.lease = 0.45  # less than the lane takes: renewed every 0.15 s
+        w.start()
+    try:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(all_handled.wait(), timeout=10)
+    finally:
+        for w in workers:
+            await w.stop()
+    assert [item for _, item in handled] == ids
+    assert len({worker for worker, _ in handled}) == 1
+
+
+async def test_a_stopping_replica_gives_back_what_it_took(db: Database) -> None:
+    if db.is_sqlite:
+        pytest.skip("SQLite serves one process: there are no replicas to share work")
+    a1, a2 = await add_laned(db, "A", "A")
+    now = time.time()
+    async with db.write() as s:
+        [first, second] = await InboxRepository().claim_lanes(s, now, now + 60, 1, 5)
+        await InboxRepository().release(s, [second.id], until=now + 60)
+    async with db.write() as s:
+        await InboxRepository().mark_processed(s, first.id)
+    assert await take(db, now) == [a2]
+    assert (first.id, second.id) == (a1, a2)
+
+
+async def test_a_lease_has_one_holder_until_it_runs_out_or_is_given_back(db: Database) -> None:
+    from bot.storage.shared import LeaseRepository
+
+    repo, now = LeaseRepository(), time.time()
+    async with db.write() as s:
+        assert await repo.acquire(s, "periodic", "r1", now, 30)
+    async with db.write() as s:
+        assert not await repo.acquire(s, "periodic", "r2", now + 1, 30)
+        assert await repo.acquire(s, "periodic", "r1", now + 10, 30)  # renewed to now + 40
+        assert await repo.acquire(s, "polling", "r2", now, 30)  # another lease: free
+    async with db.write() as s:
+        assert not await repo.acquire(s, "periodic", "r2", now + 39, 30)
+        assert await repo.acquire(s, "periodic", "r2", now + 41, 30)  # r1 died: taken over
+        assert await repo.holder(s, "periodic", now + 41) == "r2"
+    async with db.write() as s:
+        await repo.release(s, "periodic", "r1")  # not r1's any more: nothing happens
+        assert await repo.holder(s, "periodic", now + 41) == "r2"
+        await repo.release(s, "periodic", "r2")
+        assert await repo.acquire(s, "periodic", "r3", now + 42, 30)
 
 
 async def test_prune_forgets_old_handled_rows_and_keeps_the_rest(db: Database) -> None:

@@ -9,6 +9,7 @@ import logging
 
 from aiohttp import web
 
+from bot import lanes
 from bot.fb.signature import verify
 from bot.handlers import Handler
 from bot.intake import Intake, IntakeClosed
@@ -60,7 +61,9 @@ def delivery_handler(app_secret: str | None, intake: Intake, metrics: Metrics) -
         # its identity. Comment ids dedupe again at processing.
         key = hashlib.sha256(raw).hexdigest()
         try:
-            await intake.submit("facebook", key, raw.decode("utf-8", "replace"))
+            await intake.submit_all(
+                "facebook", lanes.facebook(body, raw.decode("utf-8", "replace"), key)
+            )
         except IntakeClosed:
             return web.Response(status=503, text="shutting down")
         except Exception:

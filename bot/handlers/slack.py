@@ -14,6 +14,7 @@ from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.async_app import AsyncAck, AsyncApp
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot import lanes
 from bot.config import Settings
 from bot.handlers import Handler
 from bot.intake import Intake
@@ -41,7 +42,7 @@ def build_bolt(
     )
 
     async def store(key: str, body: dict[str, Any]) -> None:
-        await intake.submit("slack", key, json.dumps(body))
+        await intake.submit("slack", key, json.dumps(body), lane=lanes.slack(body))
         metrics.deliveries.labels("slack").inc()
 
     async def on_event(body: dict[str, Any]) -> None:

@@ -4,15 +4,22 @@ bot's setup (commands menu, webhook). What happens to a stored update: ``telegra
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import json
 import logging
 
 from aiogram import Bot
-from aiogram.exceptions import TelegramAPIError, TelegramNetworkError, TelegramServerError
+from aiogram.exceptions import (
+    TelegramAPIError,
+    TelegramConflictError,
+    TelegramNetworkError,
+    TelegramServerError,
+)
 from aiogram.types import BotCommand
 from aiohttp import web
 
+from bot import lanes
 from bot.commands import SPECS
 from bot.config import Settings
 from bot.handlers import Handler
@@ -47,7 +54,9 @@ def webhook_handler(secret: str, intake: Intake, metrics: Metrics) -> Handler:
             metrics.rejected.labels("telegram", "malformed").inc()
             return web.Response(status=400, text="not a Telegram update")
         try:
-            await intake.submit("telegram", str(update_id), raw.decode())
+            await intake.submit(
+                "telegram", str(update_id), raw.decode(), lane=lanes.telegram(body)
+            )
         except IntakeClosed:
             return web.Response(status=503, text="shutting down")
         metrics.deliveries.labels("telegram").inc()
@@ -58,7 +67,10 @@ def webhook_handler(secret: str, intake: Intake, metrics: Metrics) -> Handler:
 
 async def poll_updates(bot: Bot, intake: Intake, stop: asyncio.Event) -> None:
     """Long polling: each update is stored before the offset moves past it, so an update
-    that was not stored is sent again by Telegram."""
+    that was not stored is sent again by Telegram (and stored once: by ``update_id``).
+
+    Telegram answers only one ``getUpdates`` at a time per bot (409 to the others): with
+    several replicas this runs on the one holding the polling lease (``bot.app``)."""
     offset: int | None = None
     delay = 1.0
     while not stop.is_set():
@@ -69,12 +81,20 @@ async def poll_updates(bot: Bot, intake: Intake, stop: asyncio.Event) -> None:
             delay = 1.0
         except (TelegramNetworkError, TelegramServerError) as e:
             log.warning("getUpdates failed, retrying", extra={"error": e.message})
-            await asyncio.sleep(delay)
+            await _pause(stop, delay)
+            delay = min(delay * 2, 60)
+            continue
+        except TelegramConflictError as e:
+            log.error(
+                "getUpdates conflicts with another poller or a webhook of this bot",
+                extra={"error": e.message},
+            )
+            await _pause(stop, delay)
             delay = min(delay * 2, 60)
             continue
         except TelegramAPIError as e:
             log.error("getUpdates refused", extra={"error": e.message})
-            await asyncio.sleep(delay)
+            await _pause(stop, delay)
             delay = min(delay * 2, 60)
             continue
         for u in updates:
@@ -82,8 +102,14 @@ async def poll_updates(bot: Bot, intake: Intake, stop: asyncio.Event) -> None:
                 "telegram",
                 str(u.update_id),
                 u.model_dump_json(by_alias=True, exclude_none=True),
+                lane=lanes.telegram(u.model_dump(mode="json", exclude_none=True)),
             )
             offset = u.update_id + 1
+
+
+async def _pause(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), timeout=seconds)
 
 
 async def start_telegram(bot: Bot, settings: Settings) -> None:

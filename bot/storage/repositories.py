@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy import ColumnElement, and_, delete, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -396,18 +396,105 @@ class InboxRepository:
         )
         return list(rows)
 
-    async def claim(self, s: AsyncSession, item_id: int, now: float, lease: float) -> bool:
-        """Take a stored delivery for ``lease`` seconds; False if another replica has it."""
+    async def claim_lanes(
+        self, s: AsyncSession, now: float, until: float, lanes: int, per_lane: int
+    ) -> list[InboxItem]:
+        """Several replicas (PostgreSQL): take up to ``lanes`` lanes that nobody holds, with
+        up to ``per_lane`` of each lane's deliveries from its oldest on, until ``until``.
+
+        A lane is held while any of its deliveries is taken: so one replica at a time
+        handles a lane, in the order its deliveries were stored. A delivery waiting for a
+        retry steps aside (its lane goes on). Deliveries without a lane have no order.
+        """
+        head, other = aliased(InboxItem, name="head"), aliased(InboxItem, name="other")
+        heads = (
+            select(head.id)
+            .where(
+                head.processed_at.is_(None),
+                head.next_attempt_at <= now,
+                or_(head.claimed_until.is_(None), head.claimed_until < now),
+                ~select(other.id)
+                .where(
+                    other.lane == head.lane,
+                    other.processed_at.is_(None),
+                    or_(
+                        and_(other.next_attempt_at <= now, other.id < head.id),
+                        other.claimed_until >= now,
+                    ),
+                )
+                .exists(),
+            )
+            .order_by(head.id)
+            .limit(lanes)
+            .with_for_update(skip_locked=True)
+        )
+        taken = list(await self._take(s, InboxItem.id.in_(heads), now, until))
+        held = {item.lane for item in taken if item.lane is not None}
+        if held and per_lane > 1:
+            behind = aliased(InboxItem, name="behind")
+            numbered = (
+                select(
+                    behind.id,
+                    func.row_number()
+                    .over(partition_by=behind.lane, order_by=behind.id)
+                    .label("n"),
+                )
+                .where(
+                    behind.lane.in_(held),
+                    behind.processed_at.is_(None),
+                    behind.next_attempt_at <= now,
+                    or_(behind.claimed_until.is_(None), behind.claimed_until < now),
+                )
+                .subquery()
+            )
+            first = select(numbered.c.id).where(numbered.c.n < per_lane)
+            taken += await self._take(s, InboxItem.id.in_(first), now, until)
+        return sorted(taken, key=lambda item: item.id)
+
+    @staticmethod
+    async def _take(
+        s: AsyncSession, which: ColumnElement[bool], now: float, until: float
+    ) -> Sequence[InboxItem]:
+        result = await s.scalars(
+            select(InboxItem).from_statement(
+                update(InboxItem)
+                .where(
+                    which,
+                    or_(InboxItem.claimed_until.is_(None), InboxItem.claimed_until < now),
+                )
+                .values(claimed_until=until)
+                .returning(InboxItem)
+            ),
+            execution_options={"populate_existing": True},
+        )
+        return result.all()
+
+    async def release(self, s: AsyncSession, item_ids: Sequence[int], until: float) -> None:
+        """Give back deliveries taken until ``until`` and not handled (a replica stopping,
+        or a batch that took long): another replica may take them at once."""
+        if item_ids:
+            await s.execute(
+                update(InboxItem)
+                .where(
+                    InboxItem.id.in_(item_ids),
+                    InboxItem.claimed_until == until,
+                    InboxItem.processed_at.is_(None),
+                )
+                .values(claimed_until=None)
+            )
+
+    async def renew(
+        self, s: AsyncSession, item_ids: Sequence[int], until: float, new_until: float
+    ) -> int:
+        """Extend a claim made until ``until``; how many of the deliveries were still ours."""
+        if not item_ids:
+            return 0
         result = await s.execute(
             update(InboxItem)
-            .where(
-                InboxItem.id == item_id,
-                InboxItem.processed_at.is_(None),
-                InboxItem.next_attempt_at <= now,
-            )
-            .values(next_attempt_at=now + lease)
+            .where(InboxItem.id.in_(item_ids), InboxItem.claimed_until == until)
+            .values(claimed_until=new_until)
         )
-        return bool(result.rowcount)  # type: ignore[attr-defined]
+        return int(result.rowcount)  # type: ignore[attr-defined]
 
     async def mark_processed(self, s: AsyncSession, item_id: int, error: str | None = None) -> None:
         await s.execute(
