@@ -56,6 +56,9 @@ class CommentEvent:
     created_time: datetime
     # a photo, video, sticker or GIF with the comment (the feed change's photo/video)
     attachments: tuple[Attachment, ...] = ()
+    # on the Page's Instagram account: ``page_id`` is then the Instagram account's id (until
+    # the core maps it to its Page) and ``post_id`` the media's
+    instagram: bool = False
 
     @property
     def is_reply(self) -> bool:

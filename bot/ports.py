@@ -191,6 +191,14 @@ class FacebookGateway(Protocol):
 
     async def like_comment(self, comment_id: str, page_token: str) -> None: ...
 
+    async def instagram_account(self, page_id: str, page_token: str) -> str | None:
+        """The id of the Instagram business account connected to the Page, if any."""
+        ...
+
+    async def reply_to_ig_comment(self, comment_id: str, text: str, page_token: str) -> str:
+        """``POST /{ig-comment-id}/replies``: an answer under an Instagram comment."""
+        ...
+
     async def delete_comment(self, comment_id: str, page_token: str) -> None: ...
 
     async def find_sent_message(

@@ -494,7 +494,7 @@ def moderation_offer(c: CommentState) -> tuple[str, ...]:
     if c.fb_status == "removed":
         return ()
     offer = [MOD_UNHIDE if c.fb_status == "hidden" else MOD_HIDE]
-    if not c.liked:
+    if not c.liked and not is_instagram_media(m.post_id):  # Instagram: no likes as a Page
         offer.append(MOD_LIKE)
     offer.append(MOD_DELETE)
     return tuple(offer)
@@ -523,6 +523,8 @@ def moderation_refusal(
         return "the comment is already hidden"
     if action == MOD_UNHIDE and c.fb_status != "hidden":
         return "the comment is not hidden"
+    if action == MOD_LIKE and is_instagram_media(m.post_id):
+        return "an Instagram comment cannot be liked as the Page"
     if action == MOD_LIKE and c.liked:
         return "the Page already likes this comment"
     if action == MOD_DELETE and not may_delete:

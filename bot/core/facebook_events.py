@@ -23,6 +23,7 @@ from bot.domain import (
     CommentEvent,
     Direction,
     FacebookEvent,
+    FbUser,
     MessageState,
     MessengerEvent,
     PageInfo,
@@ -41,6 +42,14 @@ from bot.templates import ContactTemplate, TaskTemplate
 log = logging.getLogger(__name__)
 
 
+def instagram_as_page(ev: CommentEvent, page: Page) -> CommentEvent:
+    """An Instagram comment as one on its Page: the account's own comments (our answers'
+    echoes) are the Page's."""
+    by_account = ev.author.id == ev.page_id
+    author = FbUser(page.id, page.name) if by_account else ev.author
+    return replace(ev, page_id=page.id, author=author)
+
+
 class FacebookEvents:
     def __init__(self, core: Core) -> None:
         self.core = core
@@ -57,7 +66,12 @@ class FacebookEvents:
 
     async def handle_event(self, ev: FacebookEvent) -> None:
         async with self.core.db.read() as s:
-            page = await self.core.repo.pages.get(s, ev.page_id)
+            if isinstance(ev, CommentEvent) and ev.instagram:
+                page = await self.core.repo.pages.by_instagram(s, ev.page_id)
+                if page is not None:
+                    ev = instagram_as_page(ev, page)
+            else:
+                page = await self.core.repo.pages.get(s, ev.page_id)
         if page is None or not page.active:
             log.info("event for a page that is not connected", extra={"page_id": ev.page_id})
             return

@@ -3,6 +3,7 @@ templates and quick replies. Who may: ``bot.rules.access``."""
 
 from __future__ import annotations
 
+import logging
 from typing import Protocol
 
 from bot.core.context import Core, CoreError
@@ -12,6 +13,8 @@ from bot.jobs.kinds import ChatNotice, NoticeInTask, ThreadState
 from bot.rules.access import Actor, binding_refusal, may_bind_page
 from bot.storage.models import Page, utcnow
 from bot.templates import ContactTemplate, TaskTemplate
+
+log = logging.getLogger(__name__)
 
 MOVED_AWAY = "The Page moved to another chat: this task is closed here."
 LINK_TEXT = (
@@ -102,6 +105,17 @@ class PageAdmin:
         except CoreError as e:
             return str(e)
 
+    async def instagram_account(self, page_id: str, token: str) -> str | None:
+        """The Instagram business account connected to the Page, whose comments become
+        tasks too; None when there is none or Facebook would not say."""
+        if self.core.graph is None:
+            return None
+        try:
+            return await self.core.graph.instagram_account(page_id, token)
+        except DeliveryError as e:
+            log.info("Instagram account not known", extra={"page_id": page_id, "reason": e.reason})
+            return None
+
     async def connect_page(
         self,
         *,
@@ -119,6 +133,7 @@ class PageAdmin:
         if self.core.tokens is None:
             raise CoreError("SECRET_KEY is not set: the page token cannot be stored safely.")
         sealed = self.core.tokens.seal(token)
+        instagram = await self.instagram_account(page_id, token)
         async with self.core.tx() as s:
             page = await self.core.repo.pages.get(s, page_id)
             if page is None:
@@ -131,6 +146,7 @@ class PageAdmin:
                         chat_id=chat_id,
                         connected_by=by_user,
                         active=True,
+                        ig_account_id=instagram,
                     )
                 )
                 return f"Connected the Page {name} ({page_id}): new comments open tasks here."
@@ -144,6 +160,7 @@ class PageAdmin:
             page.active = True
             page.token_alerted = False
             page.connected_at = utcnow()
+            page.ig_account_id = instagram
             if moved:
                 who = f"{platform}:{by_user}" if by_user else "an admin"
                 for task in await self.core.repo.tasks.open_in_chat(s, page_id, *old):

@@ -111,6 +111,7 @@ class FakePage:
     name: str
     token: str
     subscribed_fields: list[str] = field(default_factory=list)
+    ig_account_id: str | None = None  # its connected Instagram business account
 
 
 @dataclass
@@ -341,7 +342,7 @@ class FakeGraph(FakeServer):
             return web.json_response(
                 {"data": [{"name": "Pagedesk", "subscribed_fields": target.subscribed_fields}]}
             )
-        if method == "comments":
+        if method in ("comments", "replies"):
             parent = path.split("/")[0]
             if parent in self.deleted:
                 return web.json_response(missing_object(parent), status=400)
@@ -376,6 +377,12 @@ class FakeGraph(FakeServer):
                 paging["next"] = f"{self.url}/{self.version}/{object_id}/comments?after={nxt}"
             return web.json_response({"data": page_items, "paging": paging})
         if method == "object":
+            if path in self.pages and "instagram_business_account" in str(params.get("fields")):
+                found = self.pages[path]
+                body: dict[str, Any] = {"id": found.id}
+                if found.ig_account_id:
+                    body["instagram_business_account"] = {"id": found.ig_account_id}
+                return web.json_response(body)
             if path in self.posts:
                 return web.json_response(self.posts[path])
             if path in self.profiles:
@@ -506,6 +513,8 @@ class FakeGraph(FakeServer):
             return "comments"
         if path.endswith("/comments"):
             return "post_comments"
+        if path.endswith("/replies") and http_method == "POST":
+            return "replies"  # an answer under an Instagram comment
         if path.endswith("/likes") and http_method == "POST":
             return "likes"
         if http_method == "DELETE" and "/" not in path:

@@ -357,6 +357,17 @@ class GraphClient:
     async def delete_comment(self, comment_id: str, page_token: str) -> None:
         await self._call("DELETE", comment_id, page_token)
 
+    async def instagram_account(self, page_id: str, page_token: str) -> str | None:
+        body = await self._call(
+            "GET", page_id, page_token, params={"fields": "instagram_business_account"}
+        )
+        account = body.get("instagram_business_account") if isinstance(body, dict) else None
+        return str(account["id"]) if isinstance(account, dict) and account.get("id") else None
+
+    async def reply_to_ig_comment(self, comment_id: str, text: str, page_token: str) -> str:
+        body = await self._call("POST", f"{comment_id}/replies", page_token, data={"message": text})
+        return str(body["id"])
+
     async def send_message(
         self,
         psid: str,

@@ -50,8 +50,9 @@ def parse_delivery(body: Any) -> list[FacebookEvent]:
     a body that is not a Page delivery at all raises MalformedDelivery."""
     if not isinstance(body, dict) or not isinstance(body.get("entry"), list):
         raise MalformedDelivery("not a webhook delivery: no entry list")
-    if body.get("object") not in (None, "page"):
-        raise MalformedDelivery(f"object {body.get('object')!r} is not 'page'")
+    if body.get("object") not in (None, "page", "instagram"):
+        raise MalformedDelivery(f"object {body.get('object')!r} is not 'page' or 'instagram'")
+    instagram = body.get("object") == "instagram"
     events: list[FacebookEvent] = []
     for entry in body["entry"]:
         if not isinstance(entry, dict):
@@ -60,7 +61,7 @@ def parse_delivery(body: Any) -> list[FacebookEvent]:
         if page_id is None:
             continue
         for change in entry.get("changes") or []:
-            ev = _parse_change(page_id, change)
+            ev = _parse_ig_change(page_id, change) if instagram else _parse_change(page_id, change)
             if ev is not None:
                 events.append(ev)
         for item in entry.get("messaging") or []:
@@ -105,6 +106,37 @@ def _parse_change(page_id: str, change: Any) -> FacebookEvent | None:
         text=message if isinstance(message, str) else "",
         created_time=_time(value.get("created_time")),
         attachments=media,
+    )
+
+
+def _parse_ig_change(account_id: str, change: Any) -> CommentEvent | None:
+    """An Instagram ``comments`` change: a new comment on a media of the account. The media
+    stands for the post (one task per media); a top-level comment's parent is the media."""
+    if not isinstance(change, dict) or change.get("field") != "comments":
+        if isinstance(change, dict):
+            log.debug("instagram field ignored", extra={"field": change.get("field")})
+        return None
+    value = _dict(change.get("value"))
+    comment_id = _str(value.get("id"))
+    media_id = _str(_dict(value.get("media")).get("id"))
+    if comment_id is None or media_id is None:
+        log.warning("instagram comment without ids ignored")
+        return None
+    sender = _dict(value.get("from"))
+    username = sender.get("username")
+    text = value.get("text")
+    return CommentEvent(
+        page_id=account_id,
+        post_id=media_id,
+        comment_id=comment_id,
+        parent_id=_str(value.get("parent_id")) or media_id,
+        verb="add",
+        author=FbUser(
+            _str(sender.get("id")) or "", username if isinstance(username, str) else None
+        ),
+        text=text if isinstance(text, str) else "",
+        created_time=_time(value.get("created_time") or value.get("timestamp")),
+        instagram=True,
     )
 
 

@@ -100,6 +100,9 @@ class FacebookJobs:
                 tag=rule.tag,
                 metadata=routing.send_metadata(msg.id),
             )
+        elif routing.is_instagram_media(task.post_id):
+            # an Instagram comment: answers go to its replies edge
+            fb_id = await graph.reply_to_ig_comment(to.comment_id, msg.text, token)
         else:
             fb_id = await graph.reply_to_comment(to.comment_id, msg.text, token)
         notes = [n for n in (routing.rerouted_note(to), rule.note if rule else None) if n]

@@ -65,6 +65,12 @@ class PageRepository:
     async def get(self, s: AsyncSession, page_id: str) -> Page | None:
         return await s.get(Page, page_id)
 
+    async def by_instagram(self, s: AsyncSession, account_id: str) -> Page | None:
+        """The active Page whose connected Instagram account this is."""
+        return await s.scalar(
+            select(Page).where(Page.ig_account_id == account_id, Page.active.is_(True)).limit(1)
+        )
+
     async def for_chat(self, s: AsyncSession, platform: str, chat_id: str) -> list[Page]:
         rows = await s.scalars(
             select(Page).where(
