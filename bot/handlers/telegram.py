@@ -54,9 +54,7 @@ def webhook_handler(secret: str, intake: Intake, metrics: Metrics) -> Handler:
             metrics.rejected.labels("telegram", "malformed").inc()
             return web.Response(status=400, text="not a Telegram update")
         try:
-            await intake.submit(
-                "telegram", str(update_id), raw.decode(), lane=lanes.telegram(body)
-            )
+            await intake.submit("telegram", str(update_id), raw.decode(), lane=lanes.telegram(body))
         except IntakeClosed:
             return web.Response(status=503, text="shutting down")
         metrics.deliveries.labels("telegram").inc()

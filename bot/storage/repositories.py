@@ -441,9 +441,7 @@ class InboxRepository:
             numbered = (
                 select(
                     behind.id,
-                    func.row_number()
-                    .over(partition_by=behind.lane, order_by=behind.id)
-                    .label("n"),
+                    func.row_number().over(partition_by=behind.lane, order_by=behind.id).label("n"),
                 )
                 .where(
                     behind.lane.in_(held),
