@@ -13,7 +13,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
-from bot.domain import Channel, Direction
+from bot.domain import Channel, Direction, MessageState, TaskStatus
 from bot.routing import MessageView, TaskView
 from bot.storage.models import (
     ConnectLink,
@@ -151,21 +151,24 @@ class TaskRepository:
         where = (
             Task.page_id == page_id,
             Task.contact_id == contact_id,
-            Task.channel == "messenger",
+            Task.channel == Channel.MESSENGER,
         )
         return await self._open_or_merged(s, where)
 
     async def _open_or_merged(self, s: AsyncSession, where: tuple[Any, ...]) -> Task | None:
-        task = await s.scalar(select(Task).where(*where, Task.status == "open"))
+        task = await s.scalar(select(Task).where(*where, Task.status == TaskStatus.OPEN))
         if task is not None:
             return task
         merged = await s.scalar(
-            select(Task).where(*where, Task.status == "merged").order_by(Task.id.desc()).limit(1)
+            select(Task)
+            .where(*where, Task.status == TaskStatus.MERGED)
+            .order_by(Task.id.desc())
+            .limit(1)
         )
         if merged is None:
             return None
         surviving = await self.surviving(s, merged)
-        return surviving if surviving.status == "open" else None
+        return surviving if surviving.status == TaskStatus.OPEN else None
 
     async def by_thread(
         self, s: AsyncSession, platform: str, chat_id: str, thread_id: str
@@ -193,7 +196,9 @@ class TaskRepository:
 
     async def open_on_posts(self, s: AsyncSession) -> list[Task]:
         rows = await s.scalars(
-            select(Task).where(Task.status == "open", Task.post_id.is_not(None)).order_by(Task.id)
+            select(Task)
+            .where(Task.status == TaskStatus.OPEN, Task.post_id.is_not(None))
+            .order_by(Task.id)
         )
         return list(rows)
 
@@ -205,7 +210,7 @@ class TaskRepository:
                 Task.page_id == page_id,
                 Task.chat_platform == platform,
                 Task.chat_id == chat_id,
-                Task.status == "open",
+                Task.status == TaskStatus.OPEN,
             )
         )
         return list(rows)
@@ -240,7 +245,7 @@ class MessageRepository:
             select(Message)
             .where(
                 Message.task_id == task_id,
-                Message.direction == "customer",
+                Message.direction == Direction.CUSTOMER,
                 Message.fb_status.is_distinct_from("removed"),
             )
             .order_by(Message.id.desc())
@@ -250,7 +255,8 @@ class MessageRepository:
     async def last_seen_on_post(self, s: AsyncSession, post_id: str) -> datetime | None:
         value = await s.scalar(
             select(func.max(Message.created_at)).where(
-                Message.fb_post_id == post_id, Message.direction.in_(("customer", "page"))
+                Message.fb_post_id == post_id,
+                Message.direction.in_((Direction.CUSTOMER, Direction.PAGE)),
             )
         )
         if value is not None and value.tzinfo is None:
@@ -271,9 +277,9 @@ class MessageRepository:
         rows = await s.scalars(
             select(Message).where(
                 Message.task_id == task_id,
-                Message.direction == "staff",
+                Message.direction == Direction.STAFF,
                 Message.fb_id.is_(None),
-                Message.state.in_(("pending", "sending")),
+                Message.state.in_((MessageState.PENDING, MessageState.SENDING)),
             )
         )
         return list(rows)
