@@ -256,3 +256,20 @@ async def test_slack_refusal_of_facebook_is_shown_in_the_thread(stage: Stage) ->
     root = stage.slack.roots(CHANNEL)[-1]
     last = stage.slack.thread(CHANNEL, root["ts"])[-1]["text"]
     assert "Facebook refused to hide Ann's comment" in last and "cannot be hidden" in last
+
+
+async def test_a_comment_with_a_photo_keeps_its_buttons_and_can_be_hidden(
+    connected: Stage,
+) -> None:
+    delivery = comment_delivery(PAGE_ID, POST, f"{POST}_9", ("u9", "Eva"), "Look at this")
+    delivery["entry"][0]["changes"][0]["value"]["photo"] = "https://scontent.example/p.png"
+    await connected.deliver_facebook(delivery)
+    await connected.settled()
+    topic = only_topic(connected)
+    [photo] = connected.telegram.media_messages(CHAT_ID, topic)
+    mid = int(photo["message_id"])
+    assert [label for label, _ in buttons(connected, mid)][:1] == ["🙈 Hide"]
+    await click(connected, mid, f"{buttons(connected, mid)[0][1]}")
+    assert f"{POST}_9" in connected.graph.hidden
+    assert "hidden by" in tg_message(connected, mid)["visible"]
+    assert "👁 Unhide" in [label for label, _ in buttons(connected, mid)]

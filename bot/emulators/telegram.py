@@ -397,6 +397,8 @@ class FakeTelegram(FakeServer):
         reply = params.get("reply_parameters")
         if isinstance(reply, dict):
             msg["reply_to_message_id"] = reply.get("message_id")
+        if isinstance(params.get("reply_markup"), dict):
+            msg["reply_markup"] = params["reply_markup"]
         chat.messages[mid] = msg
         return {k: v for k, v in msg.items() if k not in ("method", "media_url", "visible")}
 
@@ -422,6 +424,11 @@ class FakeTelegram(FakeServer):
         msg["caption"] = params.get("caption") or ""
         msg["visible"], msg["caption_entities"] = visible_text(params, "caption")
         msg["edit_date"] = int(time.time())
+        markup = params.get("reply_markup")  # an edit without one removes it, as Telegram does
+        if isinstance(markup, dict):
+            msg["reply_markup"] = markup
+        else:
+            msg.pop("reply_markup", None)
         return {k: v for k, v in msg.items() if k not in ("method", "media_url", "visible")}
 
     async def m_getFile(self, params: dict[str, Any]) -> Any:

@@ -228,7 +228,8 @@ class TelegramPlatform:
                 ),
             }
             if first is None:
-                args.update(caption=caption, parse_mode="HTML")
+                # the captioned item stands for the comment: it carries its buttons
+                args.update(caption=caption, parse_mode="HTML", reply_markup=keyboard(post))
             try:
                 msg = await call(
                     method, partial(send, **args), gone=THREAD_GONE if thread_id else ()
@@ -258,6 +259,7 @@ class TelegramPlatform:
                             message_id=int(message_id),
                             caption=caption,
                             parse_mode="HTML",
+                            reply_markup=keyboard(post),
                         ),
                     )
                     return
