@@ -376,6 +376,13 @@ async def test_a_burst_catches_up_as_digests_in_order(connected: Stage) -> None:
     digest_id = message_id_of(connected, topic, "comments arrived together")
     await staff_says(connected, "Thanks all", topic, reply_to=digest_id)
     assert [c.parent_id for c in connected.graph.comments] == ["c_11"]
+    # but moderation needs to know which comment: a reply to a digest is refused
+    before = len(thread_texts(connected, topic))
+    await staff_says(connected, "/hide", topic, reply_to=digest_id)
+    assert thread_texts(connected, topic)[before:] == [
+        "Not done: that message shows several comments; reply to one alone."
+    ]
+    assert connected.graph.hidden == set()
 
 
 async def test_catch_up_brings_missed_comments_once(connected: Stage) -> None:

@@ -436,7 +436,11 @@ class StaffDesk:
             if message_id is not None:
                 msg = await repo.messages.get(s, message_id)
             elif task_id is not None and reply_to_chat_message_id:
-                msg = await repo.messages.by_chat_id(s, task_id, reply_to_chat_message_id)
+                shown = await repo.messages.shown_as(s, task_id, reply_to_chat_message_id)
+                if len(shown) > 1:
+                    # a digest of a burst: which of its comments is meant is not known
+                    return "Not done: that message shows several comments; reply to one alone."
+                msg = shown[0] if shown else None
             task = await repo.tasks.get(s, msg.task_id) if msg is not None else None
             if msg is None or task is None or (task.chat_platform, task.chat_id) != chat:
                 if message_id is not None:

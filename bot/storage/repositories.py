@@ -240,6 +240,15 @@ class MessageRepository:
             .limit(1)
         )
 
+    async def shown_as(self, s: AsyncSession, task_id: int, chat_message_id: str) -> list[Message]:
+        """Every message shown as that chat message (several for a digest)."""
+        rows = await s.scalars(
+            select(Message)
+            .where(Message.task_id == task_id, Message.chat_message_id == chat_message_id)
+            .order_by(Message.id)
+        )
+        return list(rows)
+
     async def latest_customer(self, s: AsyncSession, task_id: int) -> Message | None:
         return await s.scalar(
             select(Message)
