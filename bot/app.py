@@ -25,7 +25,7 @@ from bot.config import ConfigError, Settings
 from bot.core.maintenance import Maintenance
 from bot.crypto import TokenBox
 from bot.fb.graph import GraphClient
-from bot.handlers import facebook, ops, slack
+from bot.handlers import facebook, media, ops, slack
 from bot.handlers import telegram as tg
 from bot.handlers.slack_events import SlackEdge
 from bot.handlers.telegram_routes import TelegramEdge
@@ -174,6 +174,10 @@ def create_app(
     access.add_routes(app)
     parts.pages.links = access.links  # /connect without a Page offers a login link
     app[PAGE_ACCESS] = access
+    # ------------------------------------------------------------------------------------
+    # --- issue 12: pictures and files staff send, fetched by Facebook from PUBLIC_URL ----
+    parts.media.public_url = settings.public_url
+    app.router.add_get("/media/{token}", media.media_handler(parts.media))
     # ------------------------------------------------------------------------------------
     app.on_startup.append(_startup)
     app.on_cleanup.append(_cleanup)

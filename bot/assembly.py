@@ -11,6 +11,7 @@ from bot.core.context import Core
 from bot.core.desk import StaffDesk
 from bot.core.facebook_events import FacebookEvents
 from bot.core.maintenance import Maintenance
+from bot.core.media_links import MediaLinks
 from bot.core.pages import PageAdmin
 from bot.crypto import TokenBox
 from bot.jobs.chat import ChatJobs
@@ -36,6 +37,7 @@ class Parts:
     maintenance: Maintenance
     commands: ChatCommands
     jobs: JobRunner
+    media: MediaLinks  # staff files offered to Facebook; create_app gives it PUBLIC_URL
 
 
 def assemble(db: Database, tokens: TokenBox | None, metrics: Metrics) -> Parts:
@@ -48,7 +50,8 @@ def assemble(db: Database, tokens: TokenBox | None, metrics: Metrics) -> Parts:
     chat = ChatJobs(core)
     chat.register(jobs)
     RelayJobs(core, chat).register(jobs)
-    FacebookJobs(core).register(jobs)
+    media = MediaLinks(core)
+    FacebookJobs(core, media).register(jobs)
     ModerationJobs(core).register(jobs)
     FailureReports(core).register(jobs)
     return Parts(
@@ -60,4 +63,5 @@ def assemble(db: Database, tokens: TokenBox | None, metrics: Metrics) -> Parts:
         maintenance=Maintenance(core, events),
         commands=ChatCommands(pages, desk, cards, where=TASK_IS),
         jobs=jobs,
+        media=media,
     )

@@ -123,6 +123,14 @@ class MediaPosts(Protocol):
 
 
 @runtime_checkable
+class FileFetch(Protocol):
+    """A platform whose files (what staff post in a thread) the app can download, to hand
+    them on to Facebook: (the bytes, their content type)."""
+
+    async def fetch_file(self, file_id: str) -> tuple[bytes, str]: ...
+
+
+@runtime_checkable
 class ThreadLinks(Protocol):
     def thread_link(self, chat_id: str, thread: ThreadRef) -> str | None:
         """A link staff can open, where the chat has one."""
@@ -149,7 +157,9 @@ class FacebookGateway(Protocol):
         self, page_id: str, post_id: str, page_token: str, since: datetime | None
     ) -> list[CommentEvent]: ...
 
-    async def reply_to_comment(self, comment_id: str, text: str, page_token: str) -> str: ...
+    async def reply_to_comment(
+        self, comment_id: str, text: str, page_token: str, *, attachment_url: str | None = None
+    ) -> str: ...
 
     async def send_message(
         self,

@@ -207,6 +207,8 @@ class Answer:
 
     target: MessageView
     text: str
+    # pictures and files sent with it: (kind, file id in the chat platform)
+    media: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -235,14 +237,17 @@ def route_staff_message(
     latest_customer: MessageView | None,
     command_prefixes: str = "/",
     page_here: bool = True,
+    media: tuple[tuple[str, str], ...] = (),
+    media_sendable: bool = True,
 ) -> StaffDecision:
     """A staff member wrote in a task's thread: note, command, or answer to the customer.
 
     The answer goes to the comment the staff member replied to, else to the latest
-    customer message of the task.
+    customer message of the task. ``media``: the pictures and files with it, (kind, file
+    id); ``media_sendable``: whether the chat platform lets us fetch them for Facebook.
     """
     stripped = text.strip()
-    if not stripped:
+    if not stripped and not media:
         return Refuse("only text can be sent to Facebook")
     if stripped.lower().startswith(INTERNAL_PREFIXES):
         return Internal(stripped)
@@ -257,7 +262,9 @@ def route_staff_message(
     target = target or latest_customer
     if target is None:
         return Refuse("there is no customer message in this task to answer")
-    return Answer(target, stripped)
+    if media and not media_sendable:
+        return Refuse("pictures and files from this chat are not sent yet; send the text alone")
+    return Answer(target, stripped, media)
 
 
 # --- a task's life: removal of its post, close, reopen, merge --------------------------------
@@ -362,6 +369,38 @@ def answer_destination(
             return Refuse("the person's Messenger id is not known")
         return MessengerSend(target.author_fb_id, rerouted)
     return CommentReply(comment_reply_target(target), rerouted)
+
+
+@dataclass(frozen=True)
+class AnswerCall:
+    """One call to Facebook of an answer: its text ("" for none) and/or one attachment
+    (kind, file id in the chat platform)."""
+
+    text: str
+    attachment: tuple[str, str] | None = None
+
+
+def answer_calls(
+    to: CommentReply | MessengerSend,
+    text: str,
+    media: Sequence[tuple[str, str]],
+    *,
+    instagram: bool = False,
+) -> list[AnswerCall] | Refuse:
+    """How an answer with text and/or media goes out. Messenger sends text and an
+    attachment as separate messages: the text first, then each file. A comment takes its
+    text and one picture in one call (``attachment_url``); Instagram replies take text only."""
+    files = [(kind, file_id) for kind, file_id in media]
+    if isinstance(to, MessengerSend):
+        calls = [AnswerCall(text)] if text else []
+        return calls + [AnswerCall("", f) for f in files]
+    if not files:
+        return [AnswerCall(text)]
+    if instagram:
+        return Refuse("Instagram replies take text only: send the text alone")
+    if len(files) > 1 or files[0][0] != "image":
+        return Refuse("a comment can carry one picture, not other files")
+    return [AnswerCall(text, files[0])]
 
 
 def rerouted_note(to: CommentReply | MessengerSend) -> str | None:

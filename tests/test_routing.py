@@ -443,3 +443,34 @@ def test_writing_first_goes_through_the_channels_task_within_messengers_rules() 
     assert rule(
         "comments", comment, closed, open_on_post=None, last_in_messenger=None, now=now
     ) == (routing.WriteFirst(1, 8, reopen=True))
+
+
+def test_an_answer_with_media_goes_as_one_call_or_several() -> None:
+    pic, pdf = ("image", "f1"), ("file", "f2")
+    to_dm, to_comment = routing.MessengerSend("psid-9"), routing.CommentReply("c1")
+    # Messenger: the text first, then each file, each its own message
+    assert routing.answer_calls(to_dm, "Here", [pic, pdf]) == [
+        routing.AnswerCall("Here"),
+        routing.AnswerCall("", pic),
+        routing.AnswerCall("", pdf),
+    ]
+    assert routing.answer_calls(to_dm, "", [pic]) == [routing.AnswerCall("", pic)]
+    assert routing.answer_calls(to_dm, "Hi", []) == [routing.AnswerCall("Hi")]
+    # a comment: text and one picture in one call; other files and Instagram refused
+    assert routing.answer_calls(to_comment, "Here", [pic]) == [routing.AnswerCall("Here", pic)]
+    assert isinstance(routing.answer_calls(to_comment, "x", [pdf]), routing.Refuse)
+    assert isinstance(routing.answer_calls(to_comment, "x", [pic, pic]), routing.Refuse)
+    assert isinstance(routing.answer_calls(to_comment, "x", [pic], instagram=True), routing.Refuse)
+
+
+def test_a_staff_picture_is_an_answer_and_refused_where_it_cannot_be_fetched() -> None:
+    latest = MessageView(1, "customer", "c1", None, "Hi", "relayed", post_id="p1")
+    media = (("image", "f1"),)
+    decided = routing.route_staff_message(
+        "", explicit_target=None, latest_customer=latest, media=media
+    )
+    assert decided == routing.Answer(latest, "", media)
+    refused = routing.route_staff_message(
+        "Look", explicit_target=None, latest_customer=latest, media=media, media_sendable=False
+    )
+    assert isinstance(refused, routing.Refuse) and "not sent yet" in refused.reason

@@ -22,6 +22,7 @@ from bot.jobs.kinds import (
     ShowAnswer,
     ThreadState,
 )
+from bot.ports import FileFetch
 from bot.rules.content import template_values
 from bot.storage.models import Message, PrivateReply, Task, utcnow
 from bot.storage.repositories import message_view, task_view
@@ -66,6 +67,9 @@ class StaffMessage:
     chat_message_id: str
     reply_to_chat_message_id: str | None = None
     command_prefixes: str = "/"
+    # pictures and files with it: (kind "image" | "video" | "audio" | "file", file id in
+    # the chat platform)
+    media: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -102,6 +106,8 @@ class StaffDesk:
                     latest_customer=message_view(latest) if latest else None,
                     command_prefixes=m.command_prefixes,
                     page_here=await self.core.page_here(s, task),
+                    media=m.media,
+                    media_sendable=isinstance(self.core.platforms.get(m.platform), FileFetch),
                 )
                 match decision:
                     case routing.Internal(note):
@@ -115,9 +121,16 @@ class StaffDesk:
                                 state=MessageState.INTERNAL,
                             )
                         )
-                    case routing.Answer(target, answer):
+                    case routing.Answer(target, answer, media):
                         await self._answer(
-                            s, task, target, answer, m.user_id, m.chat_message_id, shown_as=None
+                            s,
+                            task,
+                            target,
+                            answer,
+                            m.user_id,
+                            m.chat_message_id,
+                            shown_as=None,
+                            media=media,
                         )
                     case routing.Refuse(reason):
                         self.core.notice(
@@ -150,6 +163,7 @@ class StaffDesk:
         *,
         shown_as: str | None,
         human: bool = True,
+        media: tuple[tuple[str, str], ...] = (),
     ) -> None:
         """Store an answer and queue it to Facebook; ``shown_as``: also show it in the
         thread (it was written elsewhere), signed with that name. ``human``: a person
@@ -162,6 +176,7 @@ class StaffDesk:
             answers_message_id=target.id,
             chat_message_id=chat_message_id,
             state=MessageState.PENDING,
+            media=[{"type": kind, "file_id": file_id} for kind, file_id in media] or None,
         )
         s.add(msg)
         await s.flush()

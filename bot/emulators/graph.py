@@ -122,6 +122,7 @@ class PostedComment:
     token: str
     page_id: str = ""
     created_time: str = ""
+    attachment_url: str = ""  # a picture posted with the comment
 
 
 class FakeGraph(FakeServer):
@@ -349,7 +350,13 @@ class FakeGraph(FakeServer):
             comment_id = f"{parent.split('_')[0]}_{next(self._ids)}"
             self.comments.append(
                 PostedComment(
-                    comment_id, parent, str(params.get("message", "")), token, page.id, _now()
+                    comment_id,
+                    parent,
+                    str(params.get("message", "")),
+                    token,
+                    page.id,
+                    _now(),
+                    str(params.get("attachment_url", "")),
                 )
             )
             return web.json_response({"id": comment_id})

@@ -336,10 +336,14 @@ class GraphClient:
         picture = ((body.get("picture") or {}).get("data") or {}).get("url")
         return body.get("name"), picture
 
-    async def reply_to_comment(self, comment_id: str, text: str, page_token: str) -> str:
-        body = await self._call(
-            "POST", f"{comment_id}/comments", page_token, data={"message": text}
-        )
+    async def reply_to_comment(
+        self, comment_id: str, text: str, page_token: str, *, attachment_url: str | None = None
+    ) -> str:
+        """``attachment_url``: a picture Facebook fetches and shows with the comment."""
+        data = {"message": text}
+        if attachment_url is not None:
+            data["attachment_url"] = attachment_url
+        body = await self._call("POST", f"{comment_id}/comments", page_token, data=data)
         return str(body["id"])
 
     async def hide_comment(

@@ -163,6 +163,12 @@ class SlackEdge:
                 text=await self.plain_text(str(event.get("text") or "")),
                 chat_message_id=str(ts),
                 command_prefixes="!",
+                # files shared in a thread: not sent on yet (the core refuses them, saying so)
+                media=tuple(
+                    ("file", str(f["id"]))
+                    for f in event.get("files") or ()
+                    if isinstance(f, dict) and f.get("id")
+                ),
             )
         )
         if result is not None and isinstance(result.decision, routing.Command):

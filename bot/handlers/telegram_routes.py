@@ -56,6 +56,24 @@ def reply_to_in_topic(m: Message) -> str | None:
     return str(reply_to.message_id)
 
 
+def staff_media(m: Message) -> tuple[tuple[str, str], ...]:
+    """The picture or file of a staff message, as (kind, file id): the largest size of a
+    photo; a document by its type. Stickers and GIFs are not sent on."""
+    if m.photo:
+        return (("image", m.photo[-1].file_id),)
+    if m.video:
+        return (("video", m.video.file_id),)
+    if m.audio or m.voice:
+        item = m.audio or m.voice
+        assert item is not None
+        return (("audio", item.file_id),)
+    if m.document:
+        mime = m.document.mime_type or ""
+        kind = "image" if mime.startswith("image/") else "file"
+        return ((kind, m.document.file_id),)
+    return ()
+
+
 def anonymous_admin(m: Message) -> bool:
     """An admin writing as the group itself (Telegram's anonymous admins)."""
     return m.sender_chat is not None and m.sender_chat.id == m.chat.id
@@ -233,6 +251,7 @@ class TelegramEdge:
                 text=m.text if m.text is not None else (m.caption or ""),
                 chat_message_id=str(m.message_id),
                 reply_to_chat_message_id=explicit,
+                media=staff_media(m),
             )
         )
         command = routing.parse_command(m.text or "")

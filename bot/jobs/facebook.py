@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 from bot import routing
 from bot.core.context import Core
+from bot.core.media_links import MediaLinks
 from bot.domain import MessageState
 from bot.errors import DeliveryError
 from bot.jobs.kinds import FbAnswer, FbPrivateReply, MarkDelivered, NoticeInTask
@@ -18,8 +19,9 @@ log = logging.getLogger(__name__)
 
 
 class FacebookJobs:
-    def __init__(self, core: Core) -> None:
+    def __init__(self, core: Core, media: MediaLinks | None = None) -> None:
         self.core = core
+        self.media = media  # where staff files get the URL Facebook fetches them from
 
     def register(self, runner: JobRunner) -> None:
         runner.register(FbAnswer, self.answer)
@@ -72,7 +74,14 @@ class FacebookJobs:
             if isinstance(decided, routing.Refuse):
                 raise DeliveryError(decided.reason, retryable=False)
             rule = decided
-        if msg.state == MessageState.SENDING or row.attempts > 0:
+        media = [(m["type"], m["file_id"]) for m in msg.media or () if m.get("file_id")]
+        calls = routing.answer_calls(
+            to, msg.text, media, instagram=routing.is_instagram_media(task.post_id)
+        )
+        if isinstance(calls, routing.Refuse):
+            raise DeliveryError(calls.reason, retryable=False)
+        text_found: str | None = None
+        if (msg.state == MessageState.SENDING or row.attempts > 0) and msg.text:
             # An earlier try may have reached Facebook and still failed here (a timeout,
             # a dropped connection, a 5xx after the write): look before sending again.
             if isinstance(to, routing.MessengerSend):
@@ -82,31 +91,59 @@ class FacebookJobs:
             async with self.core.db.read() as s:
                 taken = await repo.messages.by_fb_id(s, found) if found else None
             if found and taken is None:
-                log.info("answer found on Facebook, not sent again", extra={"message_id": msg.id})
-                await self.delivered(task, msg.id, found)
-                return
+                if not media or not isinstance(to, routing.MessengerSend):
+                    log.info(
+                        "answer found on Facebook, not sent again", extra={"message_id": msg.id}
+                    )
+                    await self.delivered(task, msg.id, found)
+                    return
+                text_found = found  # the text went: its files are still to send
         if msg.state != MessageState.SENDING:
             async with self.core.tx() as s:
                 sending = await repo.messages.get(s, msg.id)
                 assert sending is not None
                 sending.state = MessageState.SENDING
-        if isinstance(to, routing.MessengerSend):
-            assert rule is not None
-            fb_id = await graph.send_message(
-                to.psid,
-                msg.text,
-                token,
-                messaging_type=rule.messaging_type,
-                tag=rule.tag,
-                metadata=routing.send_metadata(msg.id),
+        fb_ids: list[str] = [text_found] if text_found else []
+        for part in calls:
+            if text_found and part.attachment is None:
+                continue
+            url = (
+                await self._media_url(task.chat_platform, part.attachment[1])
+                if part.attachment is not None
+                else None
             )
-        elif routing.is_instagram_media(task.post_id):
-            # an Instagram comment: answers go to its replies edge
-            fb_id = await graph.reply_to_ig_comment(to.comment_id, msg.text, token)
-        else:
-            fb_id = await graph.reply_to_comment(to.comment_id, msg.text, token)
+            if isinstance(to, routing.MessengerSend):
+                assert rule is not None
+                fb_ids.append(
+                    await graph.send_message(
+                        to.psid,
+                        part.text,
+                        token,
+                        messaging_type=rule.messaging_type,
+                        tag=rule.tag,
+                        metadata=routing.send_metadata(msg.id),
+                        attachment=(part.attachment[0], url)
+                        if part.attachment is not None and url is not None
+                        else None,
+                    )
+                )
+            elif routing.is_instagram_media(task.post_id):
+                # an Instagram comment: answers go to its replies edge
+                fb_ids.append(await graph.reply_to_ig_comment(to.comment_id, part.text, token))
+            else:
+                fb_ids.append(
+                    await graph.reply_to_comment(
+                        to.comment_id, part.text, token, attachment_url=url
+                    )
+                )
+        fb_id = fb_ids[0]  # the text's id (what an echo or a later lookup finds)
         notes = [n for n in (routing.rerouted_note(to), rule.note if rule else None) if n]
         await self.delivered(task, msg.id, fb_id, notes=notes)
+
+    async def _media_url(self, platform: str, file_id: str) -> str:
+        if self.media is None:
+            raise DeliveryError("pictures and files cannot be sent here", retryable=False)
+        return await self.media.link(platform, file_id)
 
     async def private_reply(self, job: FbPrivateReply, row: OutboxJob) -> None:
         """``/dm``: the text goes to the commenter in Messenger. Facebook refuses a second

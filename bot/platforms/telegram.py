@@ -7,6 +7,7 @@ out with link previews off (a customer's link must not unfold into a card in the
 from __future__ import annotations
 
 import logging
+import mimetypes
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from functools import partial
@@ -307,6 +308,18 @@ class TelegramPlatform:
                 ChatPost(kind="notice", author="", text="✅ Delivered to Facebook"),
                 reply_to=message_id,
             )
+
+    async def fetch_file(self, file_id: str) -> tuple[bytes, str]:
+        """A file posted in the chat (``FileFetch``): getFile, then its download. Bots may
+        download files up to 20 MB."""
+        file = await call("getFile", partial(self.bot.get_file, file_id))
+        if not file.file_path:
+            raise DeliveryError("Telegram gave no path for the file", retryable=False)
+        data = await self.bot.download_file(file.file_path)
+        if data is None:
+            raise DeliveryError("the file could not be downloaded", retryable=True)
+        kind = mimetypes.guess_type(file.file_path)[0] or "application/octet-stream"
+        return data.read(), kind
 
     def thread_link(self, chat_id: str, thread: ThreadRef) -> str | None:
         if chat_id.startswith("-100"):

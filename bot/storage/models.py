@@ -328,3 +328,17 @@ class PrivateReply(Base):
     message_id: Mapped[int] = mapped_column(ForeignKey("messages.id"))
     psid: Mapped[str | None] = mapped_column(String(64), index=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class MediaLink(Base):
+    """A file staff posted in a thread, offered to Facebook at ``{PUBLIC_URL}/media/{token}``
+    until ``expires_at`` (epoch seconds): Facebook fetches it from there. The token is the
+    only key: unguessable, one per file sent."""
+
+    __tablename__ = "media_links"
+
+    token: Mapped[str] = mapped_column(String(64), primary_key=True)
+    platform: Mapped[str] = mapped_column(String(16))  # the chat platform holding the file
+    file_id: Mapped[str] = mapped_column(String(255))
+    expires_at: Mapped[float] = mapped_column(Float, index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
