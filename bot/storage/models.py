@@ -94,6 +94,8 @@ class Task(Base):
             postgresql_where=text("status = 'open' AND channel = 'messenger'"),
         ),
         Index("ix_tasks_thread", "chat_platform", "chat_id", "thread_id"),
+        # a post's tasks, newest first (the merged one a new comment may lead to)
+        Index("ix_tasks_post", "page_id", "post_id", "id"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
