@@ -11,7 +11,6 @@ from datetime import timedelta
 
 import aiohttp
 from aiogram import Bot
-from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
 from aiohttp import web
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
@@ -38,6 +37,7 @@ from bot.outbox import Outbox
 from bot.page_access import PAGE_ACCESS, PageAccess
 from bot.platforms.slack import SlackPlatform
 from bot.platforms.telegram import TelegramPlatform
+from bot.platforms.telegram_session import HeldModelsSession
 from bot.storage.db import Database
 from bot.storage.models import Page
 from bot.worker import InboxWorker
@@ -267,7 +267,7 @@ async def _start(app: web.Application) -> None:
     core.graph = c.graph
     c.worker.register("facebook", parts.events.handle_item)
     if s.telegram_bot_token is not None:
-        tg_session = AiohttpSession(
+        tg_session = HeldModelsSession(
             api=TelegramAPIServer.from_base(s.telegram_api_url), timeout=c.call_timeout
         )
         c.bot = Bot(s.telegram_bot_token.get_secret_value(), session=tg_session)
