@@ -285,7 +285,7 @@ async def bench_server(
                 "--pid",
                 str(server.pid),
                 "--format",
-                "speedscope" if args.profile.endswith(".json") else "flamegraph",
+                {".json": "speedscope", ".txt": "raw"}.get(Path(args.profile).suffix, "flamegraph"),
                 "--output",
                 args.profile,
                 "--rate",
