@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime
 
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from bot import routing
 from bot.core.context import Core
 from bot.core.media_links import MediaLinks
@@ -12,7 +14,7 @@ from bot.domain import MessageState
 from bot.errors import DeliveryError
 from bot.jobs.kinds import FbAnswer, FbPrivateReply, MarkDelivered, NoticeInTask
 from bot.jobs.runner import JobRunner
-from bot.storage.models import OutboxJob, Task
+from bot.storage.models import Message, OutboxJob, Page, Task
 from bot.storage.repositories import message_view, task_view
 
 log = logging.getLogger(__name__)
@@ -27,19 +29,28 @@ class FacebookJobs:
         runner.register(FbAnswer, self.answer)
         runner.register(FbPrivateReply, self.private_reply)
 
+    async def _rows(
+        self, s: AsyncSession, message_id: int
+    ) -> tuple[Message | None, Task | None, Message | None, Page | None]:
+        """A staff answer not delivered yet, its task, the message it answers, the Page;
+        nothing when it is gone or delivered already."""
+        repo = self.core.repo
+        msg = await repo.messages.get(s, message_id)
+        if msg is None or msg.state == MessageState.DELIVERED:
+            return None, None, None, None
+        task = await repo.tasks.get(s, msg.task_id)
+        target = (
+            await repo.messages.get(s, msg.answers_message_id) if msg.answers_message_id else None
+        )
+        page = await repo.pages.get(s, task.page_id) if task else None
+        return msg, task, target, page
+
     async def answer(self, job: FbAnswer, row: OutboxJob) -> None:
         repo = self.core.repo
         async with self.core.db.read() as s:
-            msg = await repo.messages.get(s, job.message_id)
-            if msg is None or msg.state == MessageState.DELIVERED:
+            msg, task, target, page = await self._rows(s, job.message_id)
+            if msg is None:
                 return
-            task = await repo.tasks.get(s, msg.task_id)
-            target = (
-                await repo.messages.get(s, msg.answers_message_id)
-                if msg.answers_message_id
-                else None
-            )
-            page = await repo.pages.get(s, task.page_id) if task else None
             latest_on_channel = (
                 await repo.messenger.latest_customer_on_channel(s, task.id, task.channel)
                 if task is not None and target is not None
@@ -151,16 +162,9 @@ class FacebookJobs:
         thread says so instead."""
         repo = self.core.repo
         async with self.core.db.read() as s:
-            msg = await repo.messages.get(s, job.message_id)
-            if msg is None or msg.state == MessageState.DELIVERED:
-                return
-            task = await repo.tasks.get(s, msg.task_id)
-            comment = (
-                await repo.messages.get(s, msg.answers_message_id)
-                if msg.answers_message_id
-                else None
-            )
-            page = await repo.pages.get(s, task.page_id) if task else None
+            msg, task, comment, page = await self._rows(s, job.message_id)
+        if msg is None:
+            return
         if task is None or comment is None or page is None or comment.fb_id is None:
             raise DeliveryError("the comment it answers is gone", retryable=False)
         if msg.state == MessageState.SENDING:
