@@ -486,3 +486,48 @@ async def test_a_picture_slack_cannot_download_is_a_link(slack: Stage) -> None:
     [message] = slack.slack.thread(CHANNEL, root(slack)["ts"])
     assert "https://scontent.example/gone.jpg" in message["text"]
     assert not any(b["type"] == "image" for b in message["blocks"][1:])
+
+
+async def test_bang_dm_answers_the_latest_commenter_privately_once(slack: Stage) -> None:
+    await comment(slack, "c_1", ("u1", "Ann"), "How much is it?")
+    ts = root(slack)["ts"]
+    await staff(slack, "!dm It is 5 euros &amp; free delivery", ts)
+    [private] = slack.graph.messages
+    assert private["recipient"] == {"comment_id": "c_1"}
+    assert private["message"]["text"] == "It is 5 euros & free delivery"
+    assert any("privately in Messenger" in t for t in thread_texts(slack, ts))
+    await staff(slack, "!dm Once more", ts)
+    assert len(slack.graph.called("messages")) == 1
+    assert any("already answered privately" in t for t in thread_texts(slack, ts))
+
+
+async def test_writing_first_from_the_card_and_with_bang_write(slack: Stage) -> None:
+    await comment(slack, "c_1", ("u1", "Ann"), "Vegan?")
+    ts = root(slack)["ts"]
+    await staff(slack, "!write comment It is vegan now!", ts)
+    assert [(c.parent_id, c.message) for c in slack.graph.comments] == [("c_1", "It is vegan now!")]
+    # the card offers writing first as a select; picking "reply to latest comment" opens
+    # that channel's task and says who is writing there
+    await staff(slack, "!contact", ts)
+    card = slack.slack.thread(CHANNEL, ts)[-1]
+    select = next(e for b in card["blocks"] if b["type"] == "actions" for e in b["elements"])
+    values = [o["value"] for o in select["options"]]
+    assert "w:1:comments" in values
+    pick = {
+        "type": "block_actions",
+        "user": {"id": AGENT},
+        "trigger_id": "t.write",
+        "channel": {"id": CHANNEL},
+        "actions": [
+            {
+                "action_id": select["action_id"],
+                "type": "static_select",
+                "selected_option": next(
+                    o for o in select["options"] if o["value"] == "w:1:comments"
+                ),
+            }
+        ],
+    }
+    assert (await slack.slack_interaction(pick))[0] == 200
+    await slack.settled()
+    assert any("writing first" in t for t in thread_texts(slack, ts))
