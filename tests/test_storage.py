@@ -20,7 +20,7 @@ from bot.crypto import TokenBox
 from bot.domain import CommentEvent, FbUser
 from bot.metrics import Metrics
 from bot.storage.db import Database, alembic_config
-from bot.storage.models import InboxItem, Message, OutboxJob, Page, Task
+from bot.storage.models import InboxItem, MediaLink, Message, OutboxJob, Page, Task
 from bot.storage.repositories import InboxRepository, OutboxRepository
 
 PAGE_ID = "137542570280111"
@@ -426,10 +426,14 @@ async def test_prune_forgets_old_handled_rows_and_keeps_the_rest(db: Database) -
                     created_at=created,
                 )
             )
+        s.add(MediaLink(token="expired", platform="telegram", file_id="f1", expires_at=now - 1))
+        s.add(MediaLink(token="live", platform="telegram", file_id="f2", expires_at=now + 3600))
     maintenance = assemble(db, None, Metrics()).maintenance
     assert await maintenance.prune(timedelta(days=7)) == (1, 1)
     async with db.read() as s:
         keys = set(await s.scalars(select(InboxItem.dedupe_key)))
         states = sorted(await s.scalars(select(OutboxJob.state)))
+        links = set(await s.scalars(select(MediaLink.token)))
     assert keys == {"recent-done", "old-pending", "old-failed"}
     assert states == ["done", "failed", "pending"]
+    assert links == {"live"}  # an expired link to a staff file goes too

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import logging
+import time
 from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import delete
 
 from bot.core.context import Core
 from bot.core.facebook_events import FacebookEvents
 from bot.errors import DeliveryError
+from bot.storage.models import MediaLink
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +67,11 @@ class Maintenance:
         async with self.core.db.write() as s:
             inbox = await self.core.repo.inbox.prune(s, cutoff.timestamp())
             outbox = await self.core.repo.outbox.prune(s, cutoff)
-        if inbox or outbox:
-            log.info("pruned old rows", extra={"inbox": inbox, "outbox": outbox})
+            # links to staff files Facebook could fetch: useless once expired
+            gone = await s.execute(delete(MediaLink).where(MediaLink.expires_at < time.time()))
+            links = int(getattr(gone, "rowcount", 0) or 0)
+        if inbox or outbox or links:
+            log.info(
+                "pruned old rows", extra={"inbox": inbox, "outbox": outbox, "media_links": links}
+            )
         return inbox, outbox
