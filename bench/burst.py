@@ -22,11 +22,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bot.emulators.stage import Stage, comment_delivery
+from bot.emulators.stage import OPERATOR_TELEGRAM_ID, Stage, comment_delivery
 
 PAGE = "137542570280111"
 CHAT = -1002271335705
-ADMIN = {"id": 1, "is_bot": False, "first_name": "Admin"}
+ADMIN = {"id": OPERATOR_TELEGRAM_ID, "is_bot": False, "first_name": "Admin"}  # BOT_ADMINS
 LINE = re.compile(r"^(?:↪ )?(?:<b>)?P(\d+) U\d+(?:</b>)?: (\d+)$")
 
 
