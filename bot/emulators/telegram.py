@@ -356,6 +356,13 @@ class FakeTelegram(FakeServer):
             "visible": visible,
             "entities": entities,
         }
+        self._store(chat, msg, params)
+        return msg
+
+    @staticmethod
+    def _store(chat: FakeChat, msg: dict[str, Any], params: dict[str, Any]) -> None:
+        """What every sent message keeps of its call: topic, reply target, buttons."""
+        thread = params.get("message_thread_id")
         if thread is not None:
             msg["message_thread_id"] = int(thread)
             msg["is_topic_message"] = True
@@ -364,8 +371,7 @@ class FakeTelegram(FakeServer):
             msg["reply_to_message_id"] = reply.get("message_id")
         if isinstance(params.get("reply_markup"), dict):
             msg["reply_markup"] = params["reply_markup"]
-        chat.messages[mid] = msg
-        return msg
+        chat.messages[int(msg["message_id"])] = msg
 
     async def _send_media(self, params: dict[str, Any], field: str, method: str) -> Any:
         chat = self._chat(params)
@@ -391,15 +397,7 @@ class FakeTelegram(FakeServer):
             "caption_entities": entities,
             "document": {"file_id": f"sent-{mid}", "file_unique_id": f"u{mid}"},
         }
-        if thread is not None:
-            msg["message_thread_id"] = int(thread)
-            msg["is_topic_message"] = True
-        reply = params.get("reply_parameters")
-        if isinstance(reply, dict):
-            msg["reply_to_message_id"] = reply.get("message_id")
-        if isinstance(params.get("reply_markup"), dict):
-            msg["reply_markup"] = params["reply_markup"]
-        chat.messages[mid] = msg
+        self._store(chat, msg, params)
         return {k: v for k, v in msg.items() if k not in ("method", "media_url", "visible")}
 
     async def m_sendPhoto(self, params: dict[str, Any]) -> Any:

@@ -11,7 +11,7 @@ import re
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from functools import partial
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import aiohttp
 from slack_sdk.errors import SlackApiError, SlackClientError
@@ -150,21 +150,28 @@ class SlackPlatform:
             return str(resp.get("message_ts", ""))
         first = ""
         for text, blocks in post_messages(post):
-            resp = await call(
-                "chat.postMessage",
-                partial(
-                    self.client.chat_postMessage,
-                    channel=chat_id,
-                    thread_ts=thread_id or None,
-                    text=text,
-                    blocks=blocks,
-                    unfurl_links=False,
-                    unfurl_media=False,
-                ),
-                gone=gone,
-            )
-            first = first or str(resp["ts"])
+            ts = await self._post_message(chat_id, thread_id, text, blocks)
+            first = first or ts
         return first
+
+    async def _post_message(
+        self, chat_id: str, thread_id: str, text: str, blocks: list[dict[str, Any]] | None
+    ) -> str:
+        """One chat.postMessage, never unfurled; a thread that is gone raises ThreadGone."""
+        resp = await call(
+            "chat.postMessage",
+            partial(
+                self.client.chat_postMessage,
+                channel=chat_id,
+                thread_ts=thread_id or None,
+                text=text,
+                blocks=blocks,
+                unfurl_links=False,
+                unfurl_media=False,
+            ),
+            gone=("thread_not_found",) if thread_id else (),
+        )
+        return str(resp["ts"])
 
     async def post_media(
         self, chat_id: str, thread_id: str, post: ChatPost, reply_to: str | None = None
@@ -178,25 +185,13 @@ class SlackPlatform:
         first = ""
         for text, blocks in [*messages[:-1], (last_text, [*last_blocks, *media_blocks(post)])]:
             try:
-                resp = await call(
-                    "chat.postMessage",
-                    partial(
-                        self.client.chat_postMessage,
-                        channel=chat_id,
-                        thread_ts=thread_id or None,
-                        text=text,
-                        blocks=blocks,
-                        unfurl_links=False,
-                        unfurl_media=False,
-                    ),
-                    gone=("thread_not_found",) if thread_id else (),
-                )
+                ts = await self._post_message(chat_id, thread_id, text, blocks)
             except DeliveryError as e:
                 if e.retryable or first:
                     raise
                 log.info("media shown as links", extra={"reason": e.reason})
                 return await self.post(chat_id, thread_id, post.with_links(), reply_to)
-            first = first or str(resp["ts"])
+            first = first or ts
         return first
 
     async def edit(self, chat_id: str, thread_id: str, message_id: str, post: ChatPost) -> None:
