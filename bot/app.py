@@ -8,10 +8,9 @@ import functools
 import logging
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 import aiohttp
-from aiogram import Bot
-from aiogram.client.telegram import TelegramAPIServer
 from aiohttp import web
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.async_app import AsyncApp
@@ -25,9 +24,7 @@ from bot.core.maintenance import Maintenance
 from bot.crypto import TokenBox
 from bot.fb.graph import GraphClient
 from bot.handlers import facebook, media, ops, slack
-from bot.handlers import telegram as tg
 from bot.handlers.slack_events import SlackEdge
-from bot.handlers.telegram_routes import TelegramEdge
 from bot.intake import Intake
 from bot.jobs.kinds import ChatNotice
 from bot.leases import Leases
@@ -36,11 +33,16 @@ from bot.metrics import Metrics
 from bot.outbox import Outbox
 from bot.page_access import PAGE_ACCESS, PageAccess
 from bot.platforms.slack import SlackPlatform
-from bot.platforms.telegram import TelegramPlatform
-from bot.platforms.telegram_session import HeldModelsSession
 from bot.storage.db import Database
 from bot.storage.models import Page
 from bot.worker import InboxWorker
+
+if TYPE_CHECKING:
+    # aiogram is imported only where Telegram is configured (_start_telegram): importing it
+    # costs a Slack-only server about 50 MB and seconds of CPU at every start.
+    from aiogram import Bot
+
+    from bot.handlers.telegram_routes import TelegramEdge
 
 log = logging.getLogger(__name__)
 
@@ -163,6 +165,8 @@ def create_app(
         if settings.slack_app_token is None:
             app.router.add_post("/webhooks/slack", slack.http_handler(c.bolt))
     if settings.telegram_webhook_secret is not None:
+        from bot.handlers import telegram as tg
+
         app.router.add_post(
             "/webhooks/telegram",
             tg.webhook_handler(
@@ -267,24 +271,7 @@ async def _start(app: web.Application) -> None:
     core.graph = c.graph
     c.worker.register("facebook", parts.events.handle_item)
     if s.telegram_bot_token is not None:
-        tg_session = HeldModelsSession(
-            api=TelegramAPIServer.from_base(s.telegram_api_url), timeout=c.call_timeout
-        )
-        c.bot = Bot(s.telegram_bot_token.get_secret_value(), session=tg_session)
-        core.platforms["telegram"] = TelegramPlatform(c.bot)
-        c.telegram = TelegramEdge(c.bot, s, core, parts.desk, parts.commands)
-        c.worker.register("telegram", c.telegram.handle_item)
-        try:
-            await tg.start_telegram(c.bot, s)
-        except Exception as e:
-            # Telegram being down must not keep Facebook deliveries from being stored.
-            log.error("Telegram setup failed; will still serve", extra={"error": str(e)})
-        if not s.telegram_webhook_mode:
-            # one poller per bot (Telegram answers 409 to a second): the lease holder
-            poll = functools.partial(tg.poll_updates, c.bot, c.intake)
-            c.background.append(
-                asyncio.create_task(leases.run("telegram-polling", poll, c.stopping))
-            )
+        await _start_telegram(c, leases)
     if c.slack_client is not None and c.bolt is not None:
         core.platforms["slack"] = SlackPlatform(c.slack_client)
         edge = SlackEdge(c.slack_client, s, core, parts.desk, parts.commands)
@@ -318,6 +305,37 @@ async def _start(app: web.Application) -> None:
             "facebook": s.facebook_enabled,
         },
     )
+
+
+async def _start_telegram(c: Components, leases: Leases) -> None:
+    """The Telegram platform, its edge, its setup and (without a webhook) its poller. Only
+    here is aiogram imported: a server without TELEGRAM_BOT_TOKEN never loads it."""
+    from aiogram import Bot
+    from aiogram.client.telegram import TelegramAPIServer
+
+    from bot.handlers import telegram as tg
+    from bot.handlers.telegram_routes import TelegramEdge
+    from bot.platforms.telegram import TelegramPlatform
+    from bot.platforms.telegram_session import HeldModelsSession
+
+    s, core, parts = c.settings, c.parts.core, c.parts
+    assert s.telegram_bot_token is not None
+    tg_session = HeldModelsSession(
+        api=TelegramAPIServer.from_base(s.telegram_api_url), timeout=c.call_timeout
+    )
+    c.bot = Bot(s.telegram_bot_token.get_secret_value(), session=tg_session)
+    core.platforms["telegram"] = TelegramPlatform(c.bot)
+    c.telegram = TelegramEdge(c.bot, s, core, parts.desk, parts.commands)
+    c.worker.register("telegram", c.telegram.handle_item)
+    try:
+        await tg.start_telegram(c.bot, s)
+    except Exception as e:
+        # Telegram being down must not keep Facebook deliveries from being stored.
+        log.error("Telegram setup failed; will still serve", extra={"error": str(e)})
+    if not s.telegram_webhook_mode:
+        # one poller per bot (Telegram answers 409 to a second): the lease holder
+        poll = functools.partial(tg.poll_updates, c.bot, c.intake)
+        c.background.append(asyncio.create_task(leases.run("telegram-polling", poll, c.stopping)))
 
 
 async def _cleanup(app: web.Application) -> None:

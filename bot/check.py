@@ -6,10 +6,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import aiohttp
-from aiogram import Bot
-from aiogram.client.session.aiohttp import AiohttpSession
-from aiogram.client.telegram import TelegramAPIServer
-from aiogram.exceptions import TelegramAPIError
 from sqlalchemy import select
 from sqlalchemy.engine import make_url
 
@@ -153,6 +149,12 @@ async def _telegram(settings: Settings, pages: list[Page], r: Report) -> None:
     if settings.telegram_bot_token is None:
         r.off("TELEGRAM_BOT_TOKEN is not set: Telegram is off")
         return
+    # here only, as in serve: a check without Telegram does not load aiogram
+    from aiogram import Bot
+    from aiogram.client.session.aiohttp import AiohttpSession
+    from aiogram.client.telegram import TelegramAPIServer
+    from aiogram.exceptions import TelegramAPIError
+
     session = AiohttpSession(api=TelegramAPIServer.from_base(settings.telegram_api_url))
     bot = Bot(settings.telegram_bot_token.get_secret_value(), session=session)
     try:
