@@ -217,3 +217,10 @@ class FacebookGateway(Protocol):
         """The page's Messenger message with this text to the person, if Facebook stored
         one: asked after a timeout or 5xx, before the message is sent again."""
         ...
+
+    async def sent_attachments(
+        self, page_id: str, psid: str, page_token: str, *, since: datetime
+    ) -> list[str]:
+        """The page's Messenger messages to the person that are a picture or file alone,
+        sent since ``since``, newest first: asked after a timeout or 5xx of a file's send."""
+        ...

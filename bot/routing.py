@@ -62,9 +62,12 @@ class Ignore:
 
 @dataclass(frozen=True)
 class BindEcho:
-    """The page's comment is our own staff answer coming back: remember its id, show nothing."""
+    """The page's comment (or Messenger message) is our own staff answer coming back:
+    remember its id, show nothing. ``part``: which of the answer's files it is, for a file
+    Messenger sent as a message of its own; None for the answer's text."""
 
     message_id: int
+    part: int | None = None
 
 
 @dataclass(frozen=True)
@@ -152,6 +155,10 @@ def route_direct_message(
         return Ignore("message already seen")  # our own send's echo: its mid is stored
     if ev.is_echo:
         ours = our_send_id(ev.metadata)
+        part = our_send_part(ev.metadata)
+        if ours is not None and part is not None:
+            # one of an answer's files: kept on that file, also after its text came back
+            return BindEcho(ours, part)
         if ours is not None:
             # the echo overtook the Send API's answer: bind it, by our id, not by text
             for answer in unconfirmed_answers:
@@ -172,16 +179,31 @@ def route_direct_message(
 SEND_MARK = "pagedesk:"
 
 
-def send_metadata(message_id: int) -> str:
-    """What our Send API calls carry as ``metadata``; echoes bring it back."""
-    return f"{SEND_MARK}{message_id}"
+def send_metadata(message_id: int, part: int | None = None) -> str:
+    """What our Send API calls carry as ``metadata``; echoes bring it back. An answer's
+    text carries its message id; each of its files also the file's place in the answer
+    (``pagedesk:12:0``)."""
+    return f"{SEND_MARK}{message_id}" + (f":{part}" if part is not None else "")
+
+
+def _send_mark(metadata: str | None) -> tuple[int, int | None] | None:
+    if not metadata or not metadata.startswith(SEND_MARK):
+        return None
+    head, _, part = metadata[len(SEND_MARK) :].partition(":")
+    if not head.isdigit() or (part and not part.isdigit()):
+        return None
+    return int(head), int(part) if part else None
 
 
 def our_send_id(metadata: str | None) -> int | None:
-    if not metadata or not metadata.startswith(SEND_MARK):
-        return None
-    rest = metadata[len(SEND_MARK) :]
-    return int(rest) if rest.isdigit() else None
+    mark = _send_mark(metadata)
+    return mark[0] if mark else None
+
+
+def our_send_part(metadata: str | None) -> int | None:
+    """Which file of our answer an echo is (None: the answer's text, or not ours)."""
+    mark = _send_mark(metadata)
+    return mark[1] if mark else None
 
 
 # --- staff messages in a task's thread -----------------------------------------------------
@@ -374,10 +396,13 @@ def answer_destination(
 @dataclass(frozen=True)
 class AnswerCall:
     """One call to Facebook of an answer: its text ("" for none) and/or one attachment
-    (kind, file id in the chat platform)."""
+    (kind, file id in the chat platform). ``part``: for a file that goes as a message of
+    its own (Messenger), its place among the answer's media; None for the text, or a
+    comment that carries its picture."""
 
     text: str
     attachment: tuple[str, str] | None = None
+    part: int | None = None
 
 
 def answer_calls(
@@ -393,7 +418,7 @@ def answer_calls(
     files = [(kind, file_id) for kind, file_id in media]
     if isinstance(to, MessengerSend):
         calls = [AnswerCall(text)] if text else []
-        return calls + [AnswerCall("", f) for f in files]
+        return calls + [AnswerCall("", f, part) for part, f in enumerate(files)]
     if not files:
         return [AnswerCall(text)]
     if instagram:

@@ -83,7 +83,9 @@ async def test_staff_photo_sent_in_messenger_with_and_without_a_caption(
         "text": "Here it is in blue",
         "metadata": text["message"]["metadata"],
     }
-    assert picture["message"]["metadata"] == text["message"]["metadata"]
+    # each names the answer; the picture also its place among the answer's files
+    assert text["message"]["metadata"] == "pagedesk:3"
+    assert picture["message"]["metadata"] == "pagedesk:3:0"
     status, body, _ = await fetch(connected, attachment_url(picture))
     assert (status, body) == (200, PHOTO)
     assert attachment_url(picture) != attachment_url(alone)  # one link per file sent

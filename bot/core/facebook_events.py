@@ -17,6 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import routing
+from bot.core.answer_parts import bind_echo
 from bot.core.context import Core
 from bot.domain import (
     Channel,
@@ -294,10 +295,8 @@ class FacebookEvents:
         match decision:
             case routing.Ignore(reason):
                 log.debug("event ignored", extra={"reason": reason})
-            case routing.BindEcho(message_id):
-                row = await self.core.repo.messages.get(s, message_id)
-                if row is not None:
-                    row.fb_id = message.fb_id
+            case routing.BindEcho(message_id, part):
+                await bind_echo(s, self.core.repo, message_id, part, message.fb_id, page.id)
             case routing.MarkRelayed(message_id, fb_status, text):
                 row = await self.core.repo.messages.get(s, message_id)
                 if row is None:

@@ -94,6 +94,22 @@ def _ts(created_time: str) -> float:
     return datetime.strptime(created_time, "%Y-%m-%dT%H:%M:%S%z").timestamp()
 
 
+def _stored_attachment(mid: str, attachment: dict[str, Any]) -> dict[str, Any]:
+    """A sent attachment as the Conversations API lists it: Facebook's own copy of the
+    file (not the URL it was fetched from), under ``image_data``, ``video_data`` or
+    ``file_url`` by its type."""
+    kind = str(attachment.get("type", "file"))
+    copy = f"https://cdn.fbsbx.example/{mid}"
+    shown: dict[str, Any] = {"id": f"{mid}_att", "name": f"{kind}-{mid}"}
+    if kind == "image":
+        shown.update(mime_type="image/jpeg", image_data={"url": copy, "preview_url": copy})
+    elif kind == "video":
+        shown.update(mime_type="video/mp4", video_data={"url": copy, "preview_url": copy})
+    else:
+        shown.update(mime_type="application/octet-stream", file_url=copy)
+    return shown
+
+
 def _credentials(request: web.Request, params: dict[str, Any]) -> tuple[str | None, str | None]:
     """The token and where it came: Graph takes ``Authorization: Bearer`` (or ``OAuth``)
     and the ``access_token`` parameter alike."""
@@ -235,7 +251,16 @@ class FakeGraph(FakeServer):
             )
         return sorted(items, key=lambda item: _ts(item["created_time"]))  # stable on ties
 
-    def _converse(self, page_id: str, psid: str, mid: str, text: str, *, from_page: bool) -> None:
+    def _converse(
+        self,
+        page_id: str,
+        psid: str,
+        mid: str,
+        text: str,
+        *,
+        from_page: bool,
+        attachment: dict[str, Any] | None = None,
+    ) -> None:
         page = self.pages.get(page_id)
         sender = (
             {"id": page_id, "name": page.name if page else "", "email": f"{page_id}@facebook.com"}
@@ -246,9 +271,10 @@ class FakeGraph(FakeServer):
                 "email": f"{psid}@facebook.com",
             }
         )
-        self.conversations.setdefault((page_id, psid), []).append(
-            {"id": mid, "message": text, "from": sender, "created_time": _now()}
-        )
+        item: dict[str, Any] = {"id": mid, "message": text, "from": sender, "created_time": _now()}
+        if attachment is not None:
+            item["attachments"] = {"data": [_stored_attachment(mid, attachment)]}
+        self.conversations.setdefault((page_id, psid), []).append(item)
 
     def _page_for_token(self, token: str) -> FakePage | None:
         return next((p for p in self.pages.values() if p.token == token), None)
@@ -450,7 +476,15 @@ class FakeGraph(FakeServer):
                 return web.json_response(OUTSIDE_WINDOW, status=400)
         mid = f"m_{next(self._ids)}"
         self.messages.append({**params, "message_id": mid})
-        self._converse(page.id, psid, mid, text, from_page=True)
+        attachment = message.get("attachment")
+        self._converse(
+            page.id,
+            psid,
+            mid,
+            text,
+            from_page=True,
+            attachment=attachment if isinstance(attachment, dict) else None,
+        )
         return web.json_response({"recipient_id": psid, "message_id": mid})
 
     def _private_reply(

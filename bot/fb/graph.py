@@ -480,6 +480,45 @@ class GraphClient:
                 return found
         return None
 
+    async def sent_attachments(
+        self, page_id: str, psid: str, page_token: str, *, since: datetime
+    ) -> list[str]:
+        """The ids of the page's Messenger messages to the person that are a picture or
+        file alone (attachments, no text), sent at or after ``since``, newest first: asked
+        after an unclear send of a file, before it is sent again. The Conversations API
+        shows no ``metadata``, so the caller tells ours from others by the ids it knows."""
+        body = await self._call(
+            "GET",
+            f"{page_id}/conversations",
+            page_token,
+            params={
+                "platform": "messenger",
+                "user_id": psid,
+                "fields": "messages.limit(25){id,message,from,created_time,attachments}",
+            },
+        )
+        found: list[str] = []
+        for conversation in body.get("data") or []:
+            messages = conversation.get("messages") if isinstance(conversation, dict) else None
+            items = messages.get("data") if isinstance(messages, dict) else None
+            for item in items if isinstance(items, list) else []:
+                if not isinstance(item, dict) or not item.get("id"):
+                    continue
+                sender = item.get("from")
+                at = _parse_time(item.get("created_time"))
+                attachments = item.get("attachments")
+                if (
+                    isinstance(sender, dict)
+                    and str(sender.get("id")) == page_id
+                    and not str(item.get("message") or "").strip()
+                    and isinstance(attachments, dict)
+                    and attachments.get("data")
+                    and at is not None
+                    and at >= since
+                ):
+                    found.append(str(item["id"]))
+        return found
+
     # --- Facebook Login and token health --------------------------------------------------
     # The two exchanges authenticate with client_id and client_secret as Facebook documents
     # them (query parameters of GET /oauth/access_token), not with a token.

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
+import time
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import routing
+from bot.core import answer_parts
 from bot.core.context import Core
 from bot.core.media_links import MediaLinks
 from bot.domain import MessageState
@@ -18,6 +20,11 @@ from bot.storage.models import Message, OutboxJob, Page, Task
 from bot.storage.repositories import message_view, task_view
 
 log = logging.getLogger(__name__)
+
+
+# A file's message is looked for among those Facebook dates from this long before its send
+# began: Facebook's clock and ours differ a little, and it dates in whole seconds.
+CLOCK_SLACK = timedelta(seconds=30)
 
 
 class FacebookJobs:
@@ -56,25 +63,47 @@ class FacebookJobs:
                 if task is not None and target is not None
                 else None
             )
-        if msg.fb_id is not None:
-            # the webhook's echo of this answer came back before Facebook's answer to our
-            # POST (or after an unclear failure): it is on Facebook, say so once
-            if task is not None:
-                await self.delivered(task, msg.id, msg.fb_id)
-            return
         if task is None or target is None or page is None or target.fb_id is None:
+            if msg.fb_id is not None:
+                if task is not None:
+                    await self.delivered(task, msg.id, msg.fb_id)
+                return
             raise DeliveryError("the message it answers is gone", retryable=False)
-        graph = self.core.graph
-        if graph is None:
-            raise DeliveryError("Facebook is not configured", retryable=False)
-        token = self.core.page_token(page)
         to = routing.answer_destination(
             task_view(task),
             message_view(target),
             message_view(latest_on_channel) if latest_on_channel else None,
         )
+        media = [
+            (str(m.get("type") or "file"), str(m.get("file_id") or "")) for m in msg.media or ()
+        ]
+        calls = (
+            routing.answer_calls(
+                to, msg.text, media, instagram=routing.is_instagram_media(task.post_id)
+            )
+            if not isinstance(to, routing.Refuse)
+            else to
+        )
+        left = (
+            [c for c in calls if not answer_parts.on_facebook(msg, c)]
+            if isinstance(calls, list)
+            else []
+        )
+        ids = answer_parts.PartIds(msg)
+        known = ids.first()
+        if known is not None and not left:
+            # the webhook's echo of this answer (of each of its parts) came back before
+            # Facebook's answer to our POST, or after an unclear failure: say so once
+            await self.delivered(task, msg.id, known)
+            return
         if isinstance(to, routing.Refuse):
             raise DeliveryError(to.reason, retryable=False)
+        if isinstance(calls, routing.Refuse):
+            raise DeliveryError(calls.reason, retryable=False)
+        graph = self.core.graph
+        if graph is None:
+            raise DeliveryError("Facebook is not configured", retryable=False)
+        token = self.core.page_token(page)
         rule: routing.SendRule | None = None
         if isinstance(to, routing.MessengerSend):
             async with self.core.db.read() as s:
@@ -85,14 +114,12 @@ class FacebookJobs:
             if isinstance(decided, routing.Refuse):
                 raise DeliveryError(decided.reason, retryable=False)
             rule = decided
-        media = [(m["type"], m["file_id"]) for m in msg.media or () if m.get("file_id")]
-        calls = routing.answer_calls(
-            to, msg.text, media, instagram=routing.is_instagram_media(task.post_id)
-        )
-        if isinstance(calls, routing.Refuse):
-            raise DeliveryError(calls.reason, retryable=False)
-        text_found: str | None = None
-        if (msg.state == MessageState.SENDING or row.attempts > 0) and msg.text:
+        text_call = next((c for c in left if c.part is None), None)
+        if (
+            text_call is not None
+            and msg.text
+            and (msg.state == MessageState.SENDING or row.attempts > 0)
+        ):
             # An earlier try may have reached Facebook and still failed here (a timeout,
             # a dropped connection, a 5xx after the write): look before sending again.
             if isinstance(to, routing.MessengerSend):
@@ -102,54 +129,125 @@ class FacebookJobs:
             async with self.core.db.read() as s:
                 taken = await repo.messages.by_fb_id(s, found) if found else None
             if found and taken is None:
-                if not media or not isinstance(to, routing.MessengerSend):
+                if left == [text_call]:
                     log.info(
                         "answer found on Facebook, not sent again", extra={"message_id": msg.id}
                     )
                     await self.delivered(task, msg.id, found)
                     return
-                text_found = found  # the text went: its files are still to send
+                await self._keep(msg.id, None, found)  # the text went: its files are still to send
+                ids.text = found
+                left.remove(text_call)
+        # every file's link first: one that cannot be handed on (gone, too big, not a
+        # file) stops the answer before any part of it goes out
+        urls = [
+            await self._media_url(task.chat_platform, c.attachment[1]) if c.attachment else None
+            for c in left
+        ]
         if msg.state != MessageState.SENDING:
             async with self.core.tx() as s:
                 sending = await repo.messages.get(s, msg.id)
                 assert sending is not None
                 sending.state = MessageState.SENDING
-        fb_ids: list[str] = [text_found] if text_found else []
-        for part in calls:
-            if text_found and part.attachment is None:
-                continue
-            url = (
-                await self._media_url(task.chat_platform, part.attachment[1])
-                if part.attachment is not None
-                else None
-            )
-            if isinstance(to, routing.MessengerSend):
-                assert rule is not None
-                fb_ids.append(
-                    await graph.send_message(
-                        to.psid,
-                        part.text,
-                        token,
-                        messaging_type=rule.messaging_type,
-                        tag=rule.tag,
-                        metadata=routing.send_metadata(msg.id),
-                        attachment=(part.attachment[0], url)
-                        if part.attachment is not None and url is not None
-                        else None,
-                    )
-                )
-            elif routing.is_instagram_media(task.post_id):
-                # an Instagram comment: answers go to its replies edge
-                fb_ids.append(await graph.reply_to_ig_comment(to.comment_id, part.text, token))
+        for i, (call, url) in enumerate(zip(left, urls, strict=True)):
+            if call.part is not None:
+                assert isinstance(to, routing.MessengerSend)
+                found = await self._file_found(msg, call.part, page.id, to.psid, token, task.id)
+                if found is not None:
+                    ids.files[call.part] = found
+                    continue
+                await self._keep_sending(msg.id, call.part)
+            fb_id = await self._post(task, to, rule, token, msg.id, call, url)
+            if call.part is not None:
+                ids.files[call.part] = fb_id
+                await self._keep(msg.id, call.part, fb_id)
             else:
-                fb_ids.append(
-                    await graph.reply_to_comment(
-                        to.comment_id, part.text, token, attachment_url=url
-                    )
-                )
-        fb_id = fb_ids[0]  # the text's id (what an echo or a later lookup finds)
+                ids.text = fb_id
+                if i < len(left) - 1:
+                    await self._keep(msg.id, None, fb_id)  # its files follow
         notes = [n for n in (routing.rerouted_note(to), rule.note if rule else None) if n]
-        await self.delivered(task, msg.id, fb_id, notes=notes)
+        await self.delivered(task, msg.id, ids.first(), notes=notes)
+
+    async def _post(
+        self,
+        task: Task,
+        to: routing.CommentReply | routing.MessengerSend,
+        rule: routing.SendRule | None,
+        token: str,
+        message_id: int,
+        call: routing.AnswerCall,
+        url: str | None,
+    ) -> str:
+        """One call of an answer to Facebook; the id Facebook gives what it stored."""
+        graph = self.core.graph
+        assert graph is not None
+        if isinstance(to, routing.MessengerSend):
+            assert rule is not None
+            return await graph.send_message(
+                to.psid,
+                call.text,
+                token,
+                messaging_type=rule.messaging_type,
+                tag=rule.tag,
+                metadata=routing.send_metadata(message_id, call.part),
+                attachment=(call.attachment[0], url)
+                if call.attachment is not None and url is not None
+                else None,
+            )
+        if routing.is_instagram_media(task.post_id):
+            # an Instagram comment: answers go to its replies edge
+            return await graph.reply_to_ig_comment(to.comment_id, call.text, token)
+        return await graph.reply_to_comment(to.comment_id, call.text, token, attachment_url=url)
+
+    async def _keep(self, message_id: int, part: int | None, fb_id: str) -> None:
+        """A part of the answer (its text: ``part`` None) is on Facebook: its id is kept at
+        once, so that a retry sends only the rest."""
+        async with self.core.tx() as s:
+            row = await s.get(Message, message_id, with_for_update=True)
+            assert row is not None
+            if part is not None:
+                row.media = answer_parts.with_part(
+                    row.media, part, **{answer_parts.SENT: fb_id, answer_parts.SENDING_AT: None}
+                )
+            elif row.fb_id is None and await self.core.repo.messages.by_fb_id(s, fb_id) is None:
+                row.fb_id = fb_id
+
+    async def _keep_sending(self, message_id: int, part: int) -> None:
+        """A file's send begins: if it ends without a clear answer, a retry looks for the
+        file on Facebook (sent since then) before sending it again."""
+        async with self.core.tx() as s:
+            row = await s.get(Message, message_id, with_for_update=True)
+            assert row is not None
+            row.media = answer_parts.with_part(
+                row.media, part, **{answer_parts.SENDING_AT: time.time()}
+            )
+
+    async def _file_found(
+        self, msg: Message, part: int, page_id: str, psid: str, token: str, task_id: int
+    ) -> str | None:
+        """The id of file ``part`` if an earlier send of it ended unclearly and Facebook
+        stored it: the page's picture or file message to the person, sent since that send
+        began, that is none of ours we know already. Kept at once when found."""
+        began = answer_parts.sending_at(msg, part)
+        if began is None:
+            return None  # never sent, or its send's answer was clear
+        graph = self.core.graph
+        assert graph is not None
+        since = datetime.fromtimestamp(began, UTC) - CLOCK_SLACK
+        candidates = await graph.sent_attachments(page_id, psid, token, since=since)
+        if not candidates:
+            return None
+        repo = self.core.repo
+        async with self.core.db.read() as s:
+            known = answer_parts.sent_file_ids(await repo.messenger.answers_with_files(s, task_id))
+            for fb_id in candidates:
+                if await repo.messages.by_fb_id(s, fb_id) is not None:
+                    known.add(fb_id)
+        found = next((c for c in candidates if c not in known), None)
+        if found is not None:
+            log.info("file found on Facebook, not sent again", extra={"message_id": msg.id})
+            await self._keep(msg.id, part, found)
+        return found
 
     async def _media_url(self, platform: str, file_id: str) -> str:
         if self.media is None:

@@ -344,6 +344,18 @@ class MessengerRepository:
             .limit(1)
         )
 
+    async def answers_with_files(self, s: AsyncSession, task_id: int) -> list[Message]:
+        """The task's staff answers that carried pictures or files (whose ids a look for
+        an unclear send must not take for its own)."""
+        rows = await s.scalars(
+            select(Message).where(
+                Message.task_id == task_id,
+                Message.direction == Direction.STAFF,
+                Message.media.is_not(None),
+            )
+        )
+        return list(rows)
+
     async def private_reply(self, s: AsyncSession, comment_fb_id: str) -> PrivateReply | None:
         return await s.get(PrivateReply, comment_fb_id)
 
