@@ -61,6 +61,21 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICKS  # utime, stime (fields 14, 15)
 
 
+def postgres_cpu_seconds() -> float:
+    """user + system time of every process named ``postgres`` on this machine (``--postgres``:
+    the database's share of a comment's cost, which the server's own CPU leaves out)."""
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            head, tail = stat.read_text().rsplit(")", 1)
+        except OSError:
+            continue  # gone since the listing
+        if head.endswith("(postgres"):
+            fields = tail.split()
+            total += int(fields[11]) + int(fields[12])
+    return total / TICKS
+
+
 def peak_rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -248,36 +263,66 @@ def base_env(tg: TimedTelegram, graph: FakeGraph, db: Path) -> dict[str, str]:
     return env
 
 
+def server_env(
+    tg: TimedTelegram, graph: FakeGraph, args: argparse.Namespace, name: str = "e2e"
+) -> dict[str, str]:
+    """The serve process's environment: SQLite in the work directory, or ``--postgres``."""
+    env = base_env(tg, graph, Path(args.workdir) / f"{name}.db")
+    if getattr(args, "postgres", None):
+        env["DATABASE_URL"] = args.postgres
+    return env
+
+
+async def reset_postgres(url: str) -> None:
+    """Empty the database (``--postgres``): every run starts from no schema, as SQLite's
+    fresh file does."""
+    from sqlalchemy import text
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    engine = create_async_engine(url)
+    async with engine.begin() as conn:
+        await conn.execute(text("DROP SCHEMA IF EXISTS public CASCADE"))
+        await conn.execute(text("CREATE SCHEMA public"))
+    await engine.dispose()
+
+
+async def prepare(
+    server: Child, tg: TimedTelegram, http: aiohttp.ClientSession, args: argparse.Namespace
+) -> None:
+    """The operator connects the Page; then the tasks, open before the measured load: one
+    comment per post, each in its topic."""
+    update = tg.user_message(CHAT, ADMIN, f"/connect {PAGE}")
+    async with http.post(
+        server.url + "/webhooks/telegram",
+        json=update,
+        headers={"X-Telegram-Bot-Api-Secret-Token": TG_SECRET},
+    ) as r:
+        assert r.status == 200, r.status
+    deadline = time.monotonic() + 30
+    while not any(
+        "Connected the Page" in m.get("text", "") for m in tg.chats[CHAT].messages.values()
+    ):
+        assert time.monotonic() < deadline, "/connect did not answer"
+        await asyncio.sleep(0.05)
+    opening = [(10_000_000 + p, delivery(p, 10_000_000 + p)) for p in range(args.posts)]
+    await post_all(http, server.url, opening, args.senders)
+    assert await wait_shown(tg, [n for n, _ in opening], 120), "tasks did not open"
+    topics = len(tg.chats[CHAT].topics)
+    print(f"opened:    {topics} topics for {args.posts} posts", flush=True)
+
+
 async def bench_server(
     tg: TimedTelegram, graph: FakeGraph, http: aiohttp.ClientSession, args: argparse.Namespace
 ) -> dict[str, float]:
     tmp = Path(args.workdir)
+    if args.postgres:
+        await reset_postgres(args.postgres)
     server = Child(
-        [sys.executable, "-m", "bot", "serve"],
-        base_env(tg, graph, tmp / "e2e.db"),
-        tmp / "serve.log",
+        [sys.executable, "-m", "bot", "serve"], server_env(tg, graph, args), tmp / "serve.log"
     )
     await server.start()
     try:
-        update = tg.user_message(CHAT, ADMIN, f"/connect {PAGE}")
-        async with http.post(
-            server.url + "/webhooks/telegram",
-            json=update,
-            headers={"X-Telegram-Bot-Api-Secret-Token": TG_SECRET},
-        ) as r:
-            assert r.status == 200, r.status
-        deadline = time.monotonic() + 30
-        while not any(
-            "Connected the Page" in m.get("text", "") for m in tg.chats[CHAT].messages.values()
-        ):
-            assert time.monotonic() < deadline, "/connect did not answer"
-            await asyncio.sleep(0.05)
-        # the tasks, open before the measured load: one comment per post, each in its topic
-        opening = [(10_000_000 + p, delivery(p, 10_000_000 + p)) for p in range(args.posts)]
-        await post_all(http, server.url, opening, args.senders)
-        assert await wait_shown(tg, [n for n, _ in opening], 120), "tasks did not open"
-        topics = len(tg.chats[CHAT].topics)
-        print(f"opened:    {topics} topics for {args.posts} posts", flush=True)
+        await prepare(server, tg, http, args)
         if args.profile:
             spy = await asyncio.create_subprocess_exec(
                 args.py_spy,
@@ -294,7 +339,11 @@ async def bench_server(
                 stderr=asyncio.subprocess.DEVNULL,
             )
             await asyncio.sleep(1.0)
+        pg0 = postgres_cpu_seconds()
         result = await measure("server", server, tg, http, args, first=0)
+        if args.postgres:
+            pg_ms = (postgres_cpu_seconds() - pg0) * 1000 / args.comments
+            print(f"postgres   CPU {pg_ms:6.2f} ms/comment (every postgres process)", flush=True)
         if args.profile:
             spy.send_signal(signal.SIGINT)
             await spy.wait()
@@ -330,6 +379,8 @@ async def run(args: argparse.Namespace) -> int:
         f"{os.cpu_count()} cores, Python {sys.version.split()[0]}",
         flush=True,
     )
+    if args.postgres:
+        print("database:  PostgreSQL (--postgres), emptied first", flush=True)
     try:
         connector = aiohttp.TCPConnector(limit=args.senders * 2)
         async with aiohttp.ClientSession(connector=connector) as http:
@@ -396,6 +447,11 @@ def main() -> int:
     ap.add_argument("--skip-forwarder", action="store_true")
     ap.add_argument("--profile", help="py-spy the server during the load into this file")
     ap.add_argument("--py-spy", default="py-spy", help="the py-spy executable")
+    ap.add_argument(
+        "--postgres",
+        metavar="URL",
+        help="serve on this PostgreSQL database (postgresql+asyncpg://…), emptied first",
+    )
     ap.add_argument("--forwarder", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.forwarder:
