@@ -1,0 +1,236 @@
+"""Intake under load (issue 10, target 3): signed deliveries a second that the real server
+acknowledges while it processes them, against a bare aiohttp endpoint that verifies and
+parses the same bodies and stores nothing. Both under wrk, in one run.
+
+    .venv/bin/python bench/intake_load.py                     # 15 s each, 32 connections
+    .venv/bin/python bench/intake_load.py --duration 30 --connections 64
+    .venv/bin/python bench/intake_load.py --postgres postgresql+asyncpg://postgres@127.0.0.1:5432/b
+
+Needs wrk (``apt-get install wrk``; CI does not). The server is ``python -m bot serve`` set up
+as bench/e2e.py does it (the Page connected, 50 tasks open, the fake Telegram behind it,
+rate limits out of the way): every delivery is a comment on one of the 50 posts, stored
+before its 200, and the inbox worker and the outbox keep handling them during the run. The
+bare endpoint (``--bare``, a process of its own started by this script) checks the
+signature and the content type, parses the JSON and then the delivery
+(``bot.fb.webhook.parse_delivery``), and answers 200.
+
+Lua in wrk has no HMAC: the bodies (each one unique) are signed here beforehand, one
+``<signature> <body>`` a line, and bench/intake_wrk.lua cycles through them. Target: the
+server at ≥ 0.5× the bare endpoint's rate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+from aiohttp import web
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from e2e import (
+    ADMIN_ID,
+    CHAT,
+    PAGE,
+    PAGE_TOKEN,
+    SECRET,
+    TG_TOKEN,
+    USER_TOKEN,
+    Child,
+    TimedTelegram,
+    base_env,
+    cpu_seconds,
+    delivery,
+    prepare,
+    reset_postgres,
+    server_env,
+)
+
+from bot.emulators.graph import FakeGraph
+from bot.fb.signature import sign, verify
+from bot.fb.webhook import MalformedDelivery, parse_delivery
+
+HERE = Path(__file__).resolve().parent
+LUA = HERE / "intake_wrk.lua"
+SCRIPT = str(Path(__file__).resolve())
+
+
+def write_bodies(path: Path, count: int, posts: int) -> None:
+    with path.open("w") as out:
+        for i in range(count):
+            body = delivery(i % posts, i)
+            out.write(f"{sign(SECRET, body)} {body.decode()}\n")
+
+
+async def wrk(args: argparse.Namespace, url: str, bodies: Path) -> dict[str, int]:
+    proc = await asyncio.create_subprocess_exec(
+        args.wrk,
+        f"-t{args.threads}",
+        f"-c{args.connections}",
+        f"-d{args.duration:g}s",
+        "--timeout",
+        "10s",
+        "-s",
+        str(LUA),
+        url + "/webhooks/facebook",
+        "--",
+        str(bodies),
+        str(args.threads),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await proc.communicate()
+    text = out.decode(errors="replace")
+    hit = re.search(r"^RESULT (.*)$", text, re.M)
+    if proc.returncode != 0 or hit is None:
+        raise SystemExit(f"wrk failed ({proc.returncode}):\n{text}")
+    return {k: int(v) for k, v in (kv.split("=") for kv in hit.group(1).split())}
+
+
+def show(name: str, r: dict[str, int]) -> float:
+    rate = r["requests"] / (r["duration_us"] / 1e6)
+    errors = sum(r[k] for k in ("connect", "read", "write", "timeout"))
+    print(
+        f"{name:<9} {rate:7.0f} req/s  ({r['requests']} in {r['duration_us'] / 1e6:.1f} s; "
+        f"latency p50 {r['p50_us'] / 1000:.1f} ms p99 {r['p99_us'] / 1000:.1f} ms; "
+        f"{r['non2xx']} not 2xx, {errors} socket errors"
+        + (", BODIES RAN OUT: some were sent twice" if r["wrapped_threads"] else "")
+        + ")",
+        flush=True,
+    )
+    return rate
+
+
+async def run(args: argparse.Namespace) -> int:
+    work = Path(args.workdir)
+    bodies = work / "bodies.txt"
+    started = time.monotonic()
+    write_bodies(bodies, args.bodies, args.posts)
+    print(
+        f"load:      wrk -t{args.threads} -c{args.connections} -d{args.duration:g}s, "
+        f"{args.bodies} unique signed bodies ({bodies.stat().st_size / 1e6:.0f} MB, made in "
+        f"{time.monotonic() - started:.1f} s); {os.cpu_count()} cores, "
+        f"Python {sys.version.split()[0]}, {'PostgreSQL' if args.postgres else 'SQLite'}",
+        flush=True,
+    )
+    graph, tg = FakeGraph(user_token=USER_TOKEN), TimedTelegram(token=TG_TOKEN)
+    await graph.start()
+    await tg.start()
+    graph.add_page(PAGE, "Bench Page", PAGE_TOKEN)
+    tg.add_chat(CHAT, "Bench", admins={ADMIN_ID})
+    if args.postgres:
+        await reset_postgres(args.postgres)
+    server = Child(
+        [sys.executable, "-m", "bot", "serve"],
+        server_env(tg, graph, args, "intake"),
+        work / "serve.log",
+    )
+    bare = Child(
+        [sys.executable, SCRIPT, "--bare"],
+        base_env(tg, graph, work / "unused.db"),
+        work / "bare.log",
+    )
+    try:
+        async with aiohttp.ClientSession() as http:
+            await server.start()
+            try:
+                await prepare(server, tg, http, args)
+                await asyncio.sleep(1.0)
+                shown0, cpu0 = len(tg.shown), cpu_seconds(server.pid)
+                served = await wrk(args, server.url, bodies)
+                handled = len(tg.shown) - shown0
+                cpu = cpu_seconds(server.pid) - cpu0
+            finally:
+                await server.stop()
+        await bare.start()
+        try:
+            bared = await wrk(args, bare.url, bodies)
+        finally:
+            await bare.stop()
+    finally:
+        await graph.stop()
+        await tg.stop()
+    server_rate = show("server", served)
+    print(
+        f"          while it took them: {handled} comments reached the chat, server CPU "
+        f"{cpu:.1f} s in {served['duration_us'] / 1e6:.1f} s",
+        flush=True,
+    )
+    bare_rate = show("bare", bared)
+    ratio = server_rate / bare_rate
+    print(f"ratio:     {ratio:.2f} of the bare endpoint's rate (target ≥ 0.5)")
+    return 0
+
+
+# --- the bare endpoint, a process of its own --------------------------------------------
+
+
+async def bare_endpoint() -> None:
+    secret = os.environ["FB_APP_SECRET"]
+
+    async def handle(request: web.Request) -> web.Response:
+        raw = await request.read()
+        if not verify(secret, raw, request.headers.get("X-Hub-Signature-256")):
+            return web.Response(status=403, text="bad signature")
+        if request.content_type != "application/json":
+            return web.Response(status=415, text="expected application/json")
+        try:
+            parse_delivery(json.loads(raw))
+        except (ValueError, MalformedDelivery):
+            return web.Response(status=400, text="not a webhook delivery")
+        return web.Response(text="EVENT_RECEIVED")
+
+    app = web.Application(client_max_size=1024 * 1024)
+    app.router.add_post("/webhooks/facebook", handle)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    print(f"listening on 127.0.0.1:{runner.addresses[0][1]}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await runner.cleanup()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--duration", type=float, default=15.0, help="seconds of wrk against each")
+    ap.add_argument("--connections", type=int, default=32)
+    ap.add_argument("--threads", type=int, default=1, help="wrk's threads")
+    ap.add_argument("--bodies", type=int, default=120_000, help="unique signed bodies")
+    ap.add_argument("--posts", type=int, default=50)
+    ap.add_argument("--senders", type=int, default=16, help="for opening the tasks")
+    ap.add_argument("--wrk", default="wrk", help="the wrk executable")
+    ap.add_argument(
+        "--postgres",
+        metavar="URL",
+        help="serve on this PostgreSQL database (postgresql+asyncpg://…), emptied first",
+    )
+    ap.add_argument("--bare", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.bare:
+        asyncio.run(bare_endpoint())
+        return 0
+    if shutil.which(args.wrk) is None:
+        print(f"{args.wrk} not found: apt-get install wrk (or --wrk PATH)", file=sys.stderr)
+        return 2
+    with tempfile.TemporaryDirectory() as tmp:
+        args.workdir = tmp
+        return asyncio.run(run(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
