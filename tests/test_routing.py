@@ -315,6 +315,23 @@ def test_echoes_are_ours_by_mid_or_metadata_never_by_text() -> None:
     )
 
 
+def test_an_echo_of_one_of_an_answers_files_names_that_file() -> None:
+    assert routing.send_metadata(7) == "pagedesk:7"
+    assert routing.send_metadata(7, 1) == "pagedesk:7:1"
+    assert (routing.our_send_id("pagedesk:7:1"), routing.our_send_part("pagedesk:7:1")) == (7, 1)
+    assert (routing.our_send_id("pagedesk:7"), routing.our_send_part("pagedesk:7")) == (7, None)
+    for other in ("pagedesk:7:x", "pagedesk::1", "other:7:1", None):
+        assert routing.our_send_id(other) is None and routing.our_send_part(other) is None
+    echo = MessengerEvent(
+        PAGE.id, PAGE.id, "psid", "mid.9", "", T0, is_echo=True, metadata="pagedesk:7:1"
+    )
+    task = TaskView(3, "open", channel="messenger")
+    # kept on the file, also when the answer's text came back before (no longer unconfirmed)
+    assert routing.route_direct_message(echo, PAGE, known=None, open_task=task) == (
+        routing.BindEcho(7, part=1)
+    )
+
+
 def test_an_answer_after_a_merge_takes_the_surviving_tasks_channel() -> None:
     dm = MessageView(3, "customer", "m_1", None, "hi", "relayed", None, author_fb_id="psid-9")
     top = MessageView(2, "customer", "c1", POST, "hi", "relayed", POST, author_fb_id="u1")
@@ -451,10 +468,10 @@ def test_an_answer_with_media_goes_as_one_call_or_several() -> None:
     # Messenger: the text first, then each file, each its own message
     assert routing.answer_calls(to_dm, "Here", [pic, pdf]) == [
         routing.AnswerCall("Here"),
-        routing.AnswerCall("", pic),
-        routing.AnswerCall("", pdf),
+        routing.AnswerCall("", pic, part=0),
+        routing.AnswerCall("", pdf, part=1),
     ]
-    assert routing.answer_calls(to_dm, "", [pic]) == [routing.AnswerCall("", pic)]
+    assert routing.answer_calls(to_dm, "", [pic]) == [routing.AnswerCall("", pic, part=0)]
     assert routing.answer_calls(to_dm, "Hi", []) == [routing.AnswerCall("Hi")]
     # a comment: text and one picture in one call; other files and Instagram refused
     assert routing.answer_calls(to_comment, "Here", [pic]) == [routing.AnswerCall("Here", pic)]
