@@ -131,6 +131,15 @@ class FileFetch(Protocol):
 
 
 @runtime_checkable
+class FileCheck(Protocol):
+    """A platform that can tell, before anything of an answer goes out, whether a file can
+    be handed on (it still exists, is not too big, is a file at all), without downloading
+    it. Raises ``DeliveryError`` with the reason staff are shown."""
+
+    async def check_file(self, file_id: str) -> None: ...
+
+
+@runtime_checkable
 class ThreadLinks(Protocol):
     def thread_link(self, chat_id: str, thread: ThreadRef) -> str | None:
         """A link staff can open, where the chat has one."""

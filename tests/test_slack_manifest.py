@@ -25,8 +25,10 @@ def test_manifest_declares_what_the_bot_uses() -> None:
     }
     scopes = set(m["oauth_config"]["scopes"]["bot"])
     # chat.postMessage/update/postEphemeral, conversations.join, reactions.add, users.info,
-    # DMs to assignees, slash commands, and the history scopes behind the message events
+    # DMs to assignees, slash commands, the history scopes behind the message events, and
+    # files.info and the download of files staff share
     assert scopes >= {
+        "files:read",
         "chat:write",
         "channels:join",
         "reactions:write",

@@ -7,16 +7,13 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import pytest
 from sqlalchemy import update
 
 from bot.emulators.stage import Stage, comment_delivery
 from bot.storage.models import MediaLink
-from tests.conftest import AGENT, CHAT_ID, PAGE_ID, PAGE_TOKEN
+from tests.conftest import AGENT, CHAT_ID, PAGE_ID
 from tests.helpers import only_topic, thread_texts
 from tests.test_messenger import DANA, dm
-from tests.test_slack_tasks import ADMIN, CHANNEL, command, comment, root, staff
-from tests.test_slack_tasks import thread_texts as slack_thread_texts
 
 PUBLIC = "https://pagedesk.example"  # the Stage's PUBLIC_URL
 PHOTO = b"\xff\xd8\xff\xe0 a staff photo \xff\xd9"
@@ -119,28 +116,3 @@ async def test_a_media_link_expires_and_a_wrong_token_is_not_found(connected: St
     async with connected.c.db.write() as s:
         await s.execute(update(MediaLink).values(expires_at=time.time() - 1))
     assert (await fetch(connected, url))[0] == 404
-
-
-@pytest.fixture
-async def slack(stage: Stage) -> Stage:
-    stage.graph.add_page(PAGE_ID, "Bottender Coffee", PAGE_TOKEN)
-    stage.slack.add_user(ADMIN, "Sal", admin=True)
-    stage.slack.add_user("W222", "Ines")
-    assert (await stage.slack_request(command("connect", PAGE_ID), form=True))[0] == 200
-    await stage.settled()
-    return stage
-
-
-async def test_a_staff_photo_in_slack_is_refused_with_the_reason(slack: Stage) -> None:
-    await comment(slack, "c_1", ("u1", "Ann"), "Which one?")
-    ts = root(slack)["ts"]
-    body = slack.slack.message_event(CHANNEL, "W222", "This one", thread_ts=ts)
-    body["event"].update(subtype="file_share", files=[{"id": "F123", "mimetype": "image/png"}])
-    assert (await slack.slack_request(body))[0] == 200
-    await slack.settled()
-    assert slack.graph.comments == []
-    [refusal] = [t for t in slack_thread_texts(slack, ts) if "Not sent" in t]
-    assert "pictures and files from this chat are not sent yet" in refusal
-    # the text alone still goes
-    await staff(slack, "This one", ts)
-    assert [c.message for c in slack.graph.comments] == ["This one"]

@@ -14,7 +14,7 @@ import time
 
 from bot.core.context import Core
 from bot.errors import DeliveryError
-from bot.ports import FileFetch
+from bot.ports import FileCheck, FileFetch
 from bot.storage.models import MediaLink
 
 log = logging.getLogger(__name__)
@@ -32,13 +32,18 @@ class MediaLinks:
         return isinstance(self.core.platforms.get(platform), FileFetch)
 
     async def link(self, platform: str, file_id: str) -> str:
-        """A new URL Facebook can fetch the file from, for ``ttl`` seconds."""
+        """A new URL Facebook can fetch the file from, for ``ttl`` seconds. Where the
+        platform can tell at once that the file cannot be handed on (``FileCheck``), its
+        reason is raised here, before any part of the answer goes out."""
         if not self.public_url:
             raise DeliveryError(
                 "PUBLIC_URL is not set: Facebook cannot fetch the picture", retryable=False
             )
-        if not self.can_fetch(platform):
+        chat = self.core.platforms.get(platform)
+        if not isinstance(chat, FileFetch):
             raise DeliveryError(f"files from {platform} cannot be sent yet", retryable=False)
+        if isinstance(chat, FileCheck):
+            await chat.check_file(file_id)
         token = secrets.token_urlsafe(32)
         async with self.core.db.write() as s:
             s.add(

@@ -6,6 +6,10 @@ than ``per_channel_per_sec`` messages go into one channel in a second, as Slack 
 Messages are checked as Slack checks them: Block Kit limits (``invalid_blocks`` with the
 reasons in ``errors``), the top-level text at most 40,000 characters (``msg_too_long``).
 ``delete_message`` does what a person deleting a message does.
+
+Files (``add_file``) are served as Slack serves them: ``files.info``, and their bytes at
+``url_private``/``url_private_download`` to the bot token alone; a request without it gets
+Slack's sign-in page (HTML, status 200), as a browser would.
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ AUTH_TEST = {
     "user_id": "W23456789",
     "bot_id": "BZYBOTHED",
 }
+
+SIGN_IN_PAGE = "<!DOCTYPE html><html><head><title>Slack</title></head><body>Sign in</body></html>"
 
 
 class FakeSlack(FakeServer):
@@ -62,8 +68,12 @@ class FakeSlack(FakeServer):
         self.app_token = "xapp-1-test"
         self.sockets: list[web.WebSocketResponse] = []
         self.acks: list[str] = []
+        # file id -> files.info's file; its bytes
+        self.files: dict[str, dict[str, Any]] = {}
+        self.file_bodies: dict[str, bytes] = {}
         self.app.router.add_route("*", "/api/{method}", self._handle)
         self.app.router.add_get("/socket", self._socket)
+        self.app.router.add_get("/files-pri/{path:.+}", self._download)
 
     @property
     def api_url(self) -> str:
@@ -78,6 +88,43 @@ class FakeSlack(FakeServer):
             self.admins.add(user_id)
 
     # --- what a person does in Slack, as Slack would deliver it --------------------------
+
+    def add_file(
+        self, content: bytes, name: str, mimetype: str, *, user: str = "", **fields: Any
+    ) -> dict[str, Any]:
+        """A file a person uploaded, as files.info and a file_share event show it (the
+        shape of Slack's own); ``fields`` override (``mode``, ``is_external``, ``size``)."""
+        file_id = f"F{next(self._seq):08d}"
+        base = f"{self.url}/files-pri/{AUTH_TEST['team_id']}-{file_id}"
+        now = int(time.time())
+        file: dict[str, Any] = {
+            "id": file_id,
+            "created": now,
+            "timestamp": now,
+            "name": name,
+            "title": name,
+            "mimetype": mimetype,
+            "filetype": name.rsplit(".", 1)[-1],
+            "user": user,
+            "editable": False,
+            "size": len(content),
+            "mode": "hosted",
+            "is_external": False,
+            "external_type": "",
+            "is_public": True,
+            "url_private": f"{base}/{name}",
+            "url_private_download": f"{base}/download/{name}",
+            "permalink": f"https://subarachnoid.slack.com/files/{user}/{file_id}/{name}",
+        }
+        file.update(fields)
+        self.files[file_id] = file
+        self.file_bodies[file_id] = content
+        return file
+
+    def delete_file(self, file_id: str) -> None:
+        """A person deletes a file: Slack keeps a tombstone, files.info says file_deleted."""
+        self.files[file_id] = {"id": file_id, "mode": "tombstone"}
+        self.file_bodies.pop(file_id, None)
 
     def message_event(
         self, channel: str, user: str, text: str, *, thread_ts: str | None = None
@@ -208,6 +255,37 @@ class FakeSlack(FakeServer):
 
     async def m_auth_test(self, p: dict[str, Any]) -> dict[str, Any]:
         return AUTH_TEST
+
+    # --- files --------------------------------------------------------------------------
+
+    async def m_files_info(self, p: dict[str, Any]) -> dict[str, Any]:
+        file = self.files.get(str(p.get("file")))
+        if file is None:
+            return {"ok": False, "error": "file_not_found"}
+        if file.get("mode") == "tombstone":
+            return {"ok": False, "error": "file_deleted"}
+        return {"ok": True, "file": file, "comments": [], "response_metadata": {"next_cursor": ""}}
+
+    async def _download(self, request: web.Request) -> web.StreamResponse:
+        path = request.match_info["path"]
+        self.calls.append(
+            Call("files.download", {"path": path}, dict(request.headers), peer_port(request))
+        )
+        if request.headers.get("Authorization") != f"Bearer {self.token}":
+            # what Slack answers a request without the token: its sign-in page
+            return web.Response(text=SIGN_IN_PAGE, content_type="text/html")
+        url = f"{self.url}/files-pri/{path}"
+        for file_id, file in self.files.items():
+            if url in (file.get("url_private"), file.get("url_private_download")):
+                body = self.file_bodies.get(file_id)
+                if body is None:
+                    break
+                return web.Response(
+                    body=body,
+                    content_type=str(file.get("mimetype") or "application/octet-stream"),
+                    headers={"Content-Disposition": f'attachment; filename="{file["name"]}"'},
+                )
+        return web.Response(status=404, text="not found")
 
     def _blocks(self, p: dict[str, Any]) -> list[Any]:
         blocks = p.get("blocks") or []

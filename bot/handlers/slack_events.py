@@ -26,6 +26,7 @@ from bot.core.desk import StaffDesk, StaffMessage
 from bot.handlers.slack import REPLY_VIEW
 from bot.jobs.kinds import ChatNotice
 from bot.platforms.slack import slack_to_plain, unescape
+from bot.platforms.slack_files import media_kind
 from bot.rules.access import Actor, may_delete_comment
 from bot.storage.models import InboxItem
 
@@ -33,6 +34,16 @@ log = logging.getLogger(__name__)
 
 PLATFORM = "slack"
 MENTION = re.compile(r"<@([UW][A-Z0-9]+)(?:\|[^>]*)?>")
+
+
+def staff_files(event: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+    """The files shared with a staff message (``file_share``), as (kind, file id): the
+    kind by the type Slack gives (a picture is what a comment can carry)."""
+    return tuple(
+        (media_kind(f.get("mimetype")), str(f["id"]))
+        for f in event.get("files") or ()
+        if isinstance(f, dict) and f.get("id")
+    )
 
 
 class SlackEdge:
@@ -163,12 +174,7 @@ class SlackEdge:
                 text=await self.plain_text(str(event.get("text") or "")),
                 chat_message_id=str(ts),
                 command_prefixes="!",
-                # files shared in a thread: not sent on yet (the core refuses them, saying so)
-                media=tuple(
-                    ("file", str(f["id"]))
-                    for f in event.get("files") or ()
-                    if isinstance(f, dict) and f.get("id")
-                ),
+                media=staff_files(event),
             )
         )
         if result is not None and isinstance(result.decision, routing.Command):

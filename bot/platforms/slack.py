@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import replace
 from functools import partial
 from typing import Any, TypeVar
@@ -16,9 +16,10 @@ from typing import Any, TypeVar
 import aiohttp
 from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.web.async_client import AsyncWebClient
-from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
-from bot.errors import DeliveryError, ThreadGone
+from bot.errors import DeliveryError
+from bot.platforms.slack_api import call
+from bot.platforms.slack_files import SlackFiles
 from bot.platforms.slack_text import (
     escape,
     media_blocks,
@@ -35,37 +36,6 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 DELIVERED_REACTION = "white_check_mark"
-RETRYABLE_ERRORS = frozenset(
-    {"ratelimited", "internal_error", "fatal_error", "service_unavailable", "request_timeout"}
-)
-
-
-async def call(
-    action: str,
-    fn: Callable[[], Awaitable[AsyncSlackResponse]],
-    *,
-    gone: tuple[str, ...] = (),
-) -> AsyncSlackResponse:
-    """Run one Web API call, turning slack_sdk's errors into what the outbox acts on.
-    An error named in ``gone`` means the task's thread was deleted: ThreadGone."""
-    try:
-        return await fn()
-    except SlackApiError as e:
-        status = e.response.status_code
-        error = str(e.response.get("error", "unknown_error"))
-        if error in gone:
-            raise ThreadGone(f"Slack: the thread is gone ({action}: {error})") from None
-        retry_after = e.response.headers.get("Retry-After") if e.response.headers else None
-        retryable = status == 429 or status >= 500 or error in RETRYABLE_ERRORS
-        raise DeliveryError(
-            f"Slack refused {action}: {error}",
-            retryable=retryable,
-            retry_after=float(retry_after) if retry_after else None,
-        ) from None
-    except (aiohttp.ClientError, TimeoutError, SlackClientError) as e:
-        raise DeliveryError(
-            f"Slack unavailable on {action} ({type(e).__name__})", retryable=True
-        ) from None
 
 
 def unescape(text: str) -> str:
@@ -115,6 +85,7 @@ class SlackPlatform:
 
     def __init__(self, client: AsyncWebClient) -> None:
         self.client = client
+        self.files = SlackFiles(client)
 
     async def post_root(self, chat_id: str, thread_id: str | None, root: RootMessage) -> ThreadRef:
         resp = await call(
@@ -245,6 +216,14 @@ class SlackPlatform:
         except DeliveryError as e:
             if "already_reacted" not in e.reason:
                 raise
+
+    async def check_file(self, file_id: str) -> None:
+        """``FileCheck``: whether a file staff shared can go to Facebook (files.info)."""
+        await self.files.check(file_id)
+
+    async def fetch_file(self, file_id: str) -> tuple[bytes, str]:
+        """``FileFetch``: files.info, then the download with the bot token, at most 25 MB."""
+        return await self.files.fetch(file_id)
 
     def thread_link(self, chat_id: str, thread: ThreadRef) -> str | None:
         # Slack opens archive links of the signed-in workspace
