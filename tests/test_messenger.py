@@ -7,7 +7,7 @@ from typing import Any
 
 from bot.emulators.stage import Stage, comment_delivery
 from tests.conftest import AGENT, CHAT_ID, PAGE_ID, PAGE_NAME, PAGE_TOKEN, load_fixture
-from tests.helpers import message_id_of, only_topic, thread_texts, topics
+from tests.helpers import message_id_of, only_topic, shown, thread_texts, topics
 
 
 def dm(
@@ -253,6 +253,37 @@ async def test_dm_answers_a_commenter_privately_once_within_7_days(connected: St
     )
     await staff_says(connected, "Sure!", ann)
     assert sent_to(connected, psid)[-1]["messaging_type"] == "RESPONSE"
+
+
+async def test_a_commenter_who_answers_a_dm_in_messenger_is_one_contact(connected: Stage) -> None:
+    await comment(connected, "c_1", "How much is it?")  # task #1, contact #1: Ann's comment id
+    post_topic = comment_topic(connected)
+    await staff_says(connected, "/dm It is 5 euros, Ann", post_topic)
+    psid = connected.graph.psids["u1"]  # Ann's page-scoped id in Messenger
+    connected.graph.add_profile(psid, "Ann Lee")
+    await connected.deliver_facebook(dm("mid.ann", "Can I order?", psid=psid))
+    await connected.settled()
+    ann = topic_named(connected, "Message from Ann Lee")  # task #2
+    # from either task: one card, with both ids and both channels' tasks, and both offered
+    for topic in (post_topic, ann):
+        await staff_says(connected, "/contact", topic)
+        card = shown(connected.telegram.thread_messages(CHAT_ID, topic)[-1])
+        assert card.startswith("👤 Ann Lee (contact #1)")
+        assert "Facebook: https://www.facebook.com/u1\n" in card
+        assert f"Messenger id: {psid} (contact #2, Ann Lee)" in card
+        assert "• #1 open: " in card and "(comments on post " in card
+        assert "• #2 open: Message from Ann Lee (Messenger)" in card
+        buttons = connected.telegram.called("sendMessage")[-1].params["reply_markup"]
+        assert [row[0]["text"] for row in buttons["inline_keyboard"]] == [
+            "✉️ Write in Messenger",
+            "💬 Reply to latest comment",
+        ]
+    # and writing first finds each channel from the other's task
+    await staff_says(connected, "/write messenger Your order is ready", post_topic)
+    assert sent_to(connected, psid)[-1]["message"]["text"] == "Your order is ready"
+    await staff_says(connected, "/write comment Thanks for ordering!", ann)
+    [posted] = connected.graph.comments
+    assert (posted.parent_id, posted.message) == ("c_1", "Thanks for ordering!")
 
 
 async def test_dm_on_a_comment_older_than_7_days_is_refused(connected: Stage) -> None:

@@ -11,14 +11,40 @@ from bot.core.context import NOT_HERE, Core
 from bot.domain import Channel, Direction, MessageState, TaskStatus
 from bot.jobs.kinds import FbAnswer, NoticeInTask, ShowAnswer, ThreadState
 from bot.ports import ThreadLinks, ThreadRef
-from bot.storage.models import Contact, Message, Task
-from bot.storage.repositories import message_view, task_view
+from bot.storage.models import Contact, Message, PrivateReply, Task
+from bot.storage.repositories import Repositories, message_view, task_view
 
 NO_CONTACT = "This task has no contact."
 CHANNEL_NAMES: dict[str, str] = {
     Channel.MESSENGER: "Messenger",
     Channel.COMMENTS: "a reply to their latest comment",
 }
+
+
+async def join_private_reply(
+    s: AsyncSession, repo: Repositories, person: Contact, origin: PrivateReply
+) -> Contact | None:
+    """A person answered a private reply (``/dm``) in Messenger: the contact of their
+    page-scoped id is the commenter's. It is merged into the commenter's card, each keeping
+    its id, so that both channels (the comment's author id, the Messenger id) find the one
+    card. Returns the card's root; None where the commenter is not known (forgotten)."""
+    comment = await repo.messages.by_fb_id(s, origin.comment_fb_id)
+    author = comment.author_fb_id if comment is not None else None
+    commenter = await repo.contacts.by_fb_id(s, author) if author else None
+    if commenter is None:
+        return None
+    root = await repo.contacts.card_root(s, commenter)
+    mine = await repo.contacts.card_root(s, person)
+    if mine.id != root.id:
+        mine.merged_into_id = root.id
+    return root
+
+
+def _id_line(contact: Contact, channels: set[str]) -> str:
+    """How a card names one of its ids: a page-scoped Messenger id opens no profile."""
+    if channels == {Channel.MESSENGER}:
+        return f"Messenger id: {contact.fb_id}"
+    return f"Facebook: https://www.facebook.com/{contact.fb_id}"
 
 
 class ContactCards:
@@ -44,13 +70,15 @@ class ContactCards:
             root = await repo.contacts.card_root(s, contact)
             members = await repo.contacts.members(s, root)
             tasks = await self._visible(s, root, task)
-        with_tasks = {t.contact_id for t in tasks}
+        channels: dict[int | None, set[str]] = {}
+        for t in tasks:
+            channels.setdefault(t.contact_id, set()).add(t.channel)
         lines = [f"👤 {root.name} (contact #{root.id})"]
         for c in members:
-            if c.id != root.id and c.id not in with_tasks:
+            if c.id != root.id and c.id not in channels:
                 continue
             lines.append(
-                f"Facebook: https://www.facebook.com/{c.fb_id}"
+                _id_line(c, channels.get(c.id, set()))
                 + (f" (contact #{c.id}, {c.name})" if c.id != root.id else "")
             )
         if root.picture_url:

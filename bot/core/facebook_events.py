@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import routing
 from bot.core.answer_parts import bind_echo
+from bot.core.contacts import join_private_reply
 from bot.core.context import Core
 from bot.domain import (
     Channel,
@@ -345,7 +346,9 @@ class FacebookEvents:
                     else None
                 )
                 if origin is not None:
-                    # the person answered a private reply: this task's root links back
+                    # the person answered a private reply: one contact with the commenter,
+                    # and this task's root links back
+                    await join_private_reply(s, self.core.repo, contact, origin)
                     link = f"Began with a private reply to a comment in task #{origin.task_id}"
                     content = replace(
                         content, additional_data=f"{content.additional_data}\n{link}".strip()
