@@ -15,13 +15,14 @@ from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError
 
 from bot.assembly import assemble
+from bot.core import answer_parts
 from bot.core.desk import StaffMessage
 from bot.crypto import TokenBox
-from bot.domain import CommentEvent, FbUser
+from bot.domain import CommentEvent, FbUser, MessengerEvent
 from bot.metrics import Metrics
 from bot.storage.db import Database, alembic_config
 from bot.storage.models import InboxItem, MediaLink, Message, OutboxJob, Page, Task
-from bot.storage.repositories import InboxRepository, OutboxRepository
+from bot.storage.repositories import InboxRepository, MessengerRepository, OutboxRepository
 
 PAGE_ID = "137542570280111"
 POST = f"{PAGE_ID}_1"
@@ -437,3 +438,57 @@ async def test_prune_forgets_old_handled_rows_and_keeps_the_rest(db: Database) -
     assert keys == {"recent-done", "old-pending", "old-failed"}
     assert states == ["done", "failed", "pending"]
     assert links == {"live"}  # an expired link to a staff file goes too
+
+
+async def test_the_echo_of_an_answers_file_keeps_its_id_on_that_file(db: Database) -> None:
+    """Issue 12: each file of a Messenger answer is known by the echo that names it (its
+    ``metadata``), also once the text's id is known; no other echo overwrites it."""
+    box = TokenBox("k")
+    await add_page(db, box)
+    async with db.write() as s:
+        task = Task(
+            page_id=PAGE_ID,
+            channel="messenger",
+            status="open",
+            title="Message from Dana",
+            root_text="",
+            chat_platform="telegram",
+            chat_id="-100",
+            assignees=[],
+        )
+        s.add(task)
+        await s.flush()
+        answer = Message(
+            task_id=task.id,
+            direction="staff",
+            fb_id="m_text",  # the text went, and its id is known
+            text="Here they are",
+            state="sending",
+            media=[{"type": "image", "file_id": "f1"}, {"type": "file", "file_id": "f2"}],
+        )
+        s.add(answer)
+        await s.flush()
+        answer_id = answer.id
+    events = assemble(db, box, Metrics()).events
+
+    def echo(mid: str, metadata: str, page_id: str = PAGE_ID) -> MessengerEvent:
+        now = datetime.now(UTC)
+        return MessengerEvent(page_id, page_id, "psid-1", mid, "", now, True, metadata=metadata)
+
+    await events.handle_event(echo("m_file2", f"pagedesk:{answer_id}:1"))
+    await events.handle_event(echo("m_other", f"pagedesk:{answer_id}:1"))  # not over it
+    await events.handle_event(echo("m_none", f"pagedesk:{answer_id}:5"))  # no such file
+    async with db.read() as s:
+        row = await s.get(Message, answer_id)
+        assert row is not None
+        assert row.media == [
+            {"type": "image", "file_id": "f1"},
+            {"type": "file", "file_id": "f2", "fb_id": "m_file2"},
+        ]
+        assert row.fb_id == "m_text"
+        shown = await s.scalar(
+            select(func.count()).select_from(Message).where(Message.id != answer_id)
+        )
+        with_files = await MessengerRepository().answers_with_files(s, task.id)
+    assert shown == 0  # none of the echoes is shown as the Page's message
+    assert answer_parts.sent_file_ids(with_files) == {"m_file2"}
