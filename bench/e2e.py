@@ -28,8 +28,9 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 from aiohttp import web
@@ -53,6 +54,7 @@ TG_SECRET = "bench-webhook-secret"
 MARK = re.compile(r"\bm(\d+)x\b")  # each comment's text: m<number>x
 TICKS = os.sysconf("SC_CLK_TCK")
 SCRIPT = str(Path(__file__).resolve())
+T = TypeVar("T")
 
 
 def cpu_seconds(pid: int) -> float:
@@ -144,6 +146,19 @@ class Child:
             except TimeoutError:
                 self.proc.kill()
                 await self.proc.wait()
+
+
+async def while_alive(server: Child, work: Coroutine[Any, Any, T]) -> T:
+    """``work``, unless the server process exits first: then the run stops at once, naming
+    its log, instead of waiting out the timeout for comments that will never come."""
+    assert server.proc is not None
+    job, died = asyncio.ensure_future(work), asyncio.ensure_future(server.proc.wait())
+    await asyncio.wait({job, died}, return_when=asyncio.FIRST_COMPLETED)
+    if job.done():
+        died.cancel()
+        return job.result()
+    job.cancel()
+    raise SystemExit(f"the server exited ({died.result()}) during the run: see {server.log}")
 
 
 def delivery(post: int, number: int) -> bytes:

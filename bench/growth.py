@@ -47,6 +47,7 @@ from e2e import (
     prepare,
     reset_postgres,
     server_env,
+    while_alive,
 )
 from sqlalchemy import event, func, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
@@ -248,7 +249,9 @@ async def one_size(n: int, args: argparse.Namespace) -> dict[str, float]:
                 out["start_cpu_s"] = cpu_seconds(server.pid)
                 out["idle_mb"] = rss_mb(server.pid)
                 pg0 = postgres_cpu_seconds()
-                result = await measure(f"{n} tasks", server, tg, http, args, first=0)
+                result = await while_alive(
+                    server, measure(f"{n} tasks", server, tg, http, args, first=0)
+                )
                 out["pg_ms"] = (postgres_cpu_seconds() - pg0) * 1000 / args.comments
                 out.update(result)
                 out["end_mb"] = rss_mb(server.pid)

@@ -43,6 +43,7 @@ from e2e import (
     reset_postgres,
     server_env,
     wait_shown,
+    while_alive,
 )
 
 from bot.emulators.graph import FakeGraph
@@ -129,11 +130,11 @@ async def run(args: argparse.Namespace) -> int:
             await prepare(server, tg, http, args)
             await asyncio.sleep(1.0)  # the opening's last jobs settle
             cpu0, pg0, t0 = cpu_seconds(server.pid), postgres_cpu_seconds(), time.monotonic()
-            sent, acked, late, retries = await open_loop(
-                http, server.url, args.rate, count, args.posts
+            sent, acked, late, retries = await while_alive(
+                server, open_loop(http, server.url, args.rate, count, args.posts)
             )
             last_sent = max(sent.values())
-            ok = await wait_shown(tg, list(range(count)), args.timeout)
+            ok = await while_alive(server, wait_shown(tg, list(range(count)), args.timeout))
             t1, cpu1, pg1 = time.monotonic(), cpu_seconds(server.pid), postgres_cpu_seconds()
     finally:
         await server.stop()
