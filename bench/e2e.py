@@ -149,8 +149,8 @@ class Child:
 
 
 async def while_alive(server: Child, work: Coroutine[Any, Any, T]) -> T:
-    """``work``, unless the server process exits first: then the run stops at once, naming
-    its log, instead of waiting out the timeout for comments that will never come."""
+    """``work``, unless the server process exits first: then the run stops at once with the
+    end of its log, instead of waiting out the timeout for comments that will never come."""
     assert server.proc is not None
     job, died = asyncio.ensure_future(work), asyncio.ensure_future(server.proc.wait())
     await asyncio.wait({job, died}, return_when=asyncio.FIRST_COMPLETED)
@@ -158,7 +158,8 @@ async def while_alive(server: Child, work: Coroutine[Any, Any, T]) -> T:
         died.cancel()
         return job.result()
     job.cancel()
-    raise SystemExit(f"the server exited ({died.result()}) during the run: see {server.log}")
+    tail = "\n".join(server.log.read_text(errors="replace").splitlines()[-30:])
+    raise SystemExit(f"the server exited ({died.result()}) during the run; its log ends:\n{tail}")
 
 
 def delivery(post: int, number: int) -> bytes:

@@ -54,6 +54,7 @@ from e2e import (
     prepare,
     reset_postgres,
     server_env,
+    while_alive,
 )
 
 from bot.emulators.graph import FakeGraph
@@ -89,7 +90,12 @@ async def wrk(args: argparse.Namespace, url: str, bodies: Path) -> dict[str, int
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
     )
-    out, _ = await proc.communicate()
+    try:
+        out, _ = await proc.communicate()
+    finally:
+        if proc.returncode is None:  # cancelled: the server is gone
+            proc.kill()
+            await proc.wait()
     text = out.decode(errors="replace")
     hit = re.search(r"^RESULT (.*)$", text, re.M)
     if proc.returncode != 0 or hit is None:
@@ -147,7 +153,7 @@ async def run(args: argparse.Namespace) -> int:
                 await prepare(server, tg, http, args)
                 await asyncio.sleep(1.0)
                 shown0, cpu0 = len(tg.shown), cpu_seconds(server.pid)
-                served = await wrk(args, server.url, bodies)
+                served = await while_alive(server, wrk(args, server.url, bodies))
                 handled = len(tg.shown) - shown0
                 cpu = cpu_seconds(server.pid) - cpu0
             finally:
