@@ -67,17 +67,21 @@ def rss_mb(pid: int, field: str = "VmRSS") -> float:
     return 0.0
 
 
-async def wait_idle(pid: int, at_least: float, limit: float = 300.0) -> float:
-    """Wait until the server has been idle (under 5 % of a core) for a whole second, and
-    ``at_least`` seconds in all: what it does at start in the background (the catch-up of
-    the open tasks' posts, pruning) grows with the tables, and is not a comment's cost.
-    Returns the seconds waited."""
+async def wait_idle(pid: int, at_least: float, postgres: bool, limit: float = 300.0) -> float:
+    """Wait until the server (and with ``postgres``, the database) has been idle, under 5 %
+    of a core, for a whole second, and ``at_least`` seconds in all: what the server does at
+    start in the background (the catch-up of the open tasks' posts, pruning) grows with the
+    tables, and is not a comment's cost. Returns the seconds waited."""
+
+    def busy() -> float:
+        return cpu_seconds(pid) + (postgres_cpu_seconds() if postgres else 0.0)
+
     started = time.monotonic()
     while True:
-        before = cpu_seconds(pid)
+        before = busy()
         await asyncio.sleep(1.0)
         waited = time.monotonic() - started
-        if (cpu_seconds(pid) - before < 0.05 and waited >= at_least) or waited > limit:
+        if (busy() - before < 0.05 and waited >= at_least) or waited > limit:
             return waited
 
 
@@ -261,7 +265,7 @@ async def one_size(n: int, args: argparse.Namespace) -> dict[str, float]:
             server = Child([sys.executable, "-m", "bot", "serve"], env, work / "serve-2.log")
             await server.start()
             try:
-                out["settle_s"] = await wait_idle(server.pid, args.settle)
+                out["settle_s"] = await wait_idle(server.pid, args.settle, bool(args.postgres))
                 out["start_cpu_s"] = cpu_seconds(server.pid)
                 out["idle_mb"] = rss_mb(server.pid)
                 pg0 = postgres_cpu_seconds()
