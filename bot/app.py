@@ -269,7 +269,7 @@ async def _start(app: web.Application) -> None:
     )
     core, parts = c.parts.core, c.parts
     core.graph = c.graph
-    c.worker.register("facebook", parts.events.handle_item)
+    c.worker.register("facebook", parts.events.handle_item, parts.events.handle_many)
     if s.telegram_bot_token is not None:
         await _start_telegram(c, leases)
     if c.slack_client is not None and c.bolt is not None:

@@ -24,13 +24,16 @@ from bot.storage.db import Database
 from bot.storage.models import OutboxJob
 from bot.storage.repositories import OutboxRepository
 
-__all__ = ["Executor", "FailureHandler", "Limit", "Outbox", "Pacer", "backoff"]
+__all__ = ["Executor", "FailureHandler", "Finish", "Limit", "Outbox", "Pacer", "backoff"]
 
 log = logging.getLogger(__name__)
 
 LEASE = 30.0  # seconds; see Outbox.lease
+METER_EVERY = 1.0  # seconds between two counts of the backlog for /metrics
 
-Executor = Callable[[OutboxJob], Awaitable[None]]
+# What a job that ran records of its result, written in the transaction that marks it done.
+Finish = Callable[[AsyncSession], Awaitable[None]]
+Executor = Callable[[OutboxJob], Awaitable[Finish | None]]
 # Called inside the transaction that marks the job failed, so the state and what it
 # triggers (a notice in the thread) are written together.
 FailureHandler = Callable[[AsyncSession, OutboxJob, DeliveryError], Awaitable[None]]
@@ -67,6 +70,9 @@ class Outbox:
         self._running: dict[str, asyncio.Task[None]] = {}
         self._running_ids: dict[str, int] = {}  # lane: the job running in it
         self._renewed = 0.0
+        self._metered = 0.0
+        self._ended: list[tuple[OutboxJob, Finish | None, asyncio.Future[None]]] = []
+        self._recorder: asyncio.Task[None] | None = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         # A runner's claim on a job, renewed while the job runs: a replica that dies
@@ -111,44 +117,45 @@ class Outbox:
 
     async def _dispatch_due(self) -> float:
         now = time.time()
+        if now - self._metered >= METER_EVERY:
+            async with self._db.read() as s:
+                self._metrics.outbox_backlog.set(await self._repo.backlog(s))
+            self._metered = now
         free = self._concurrency - len(self._running)
+        if free <= 0:
+            return 1.0
+        postponed: list[float] = []
         async with self._db.read() as s:
-            backlog = await self._repo.backlog(s)
-            self._metrics.outbox_backlog.set(backlog)
-            if free <= 0:
-                return 1.0
-            heads = await self._repo.heads(s, now, limit=self._concurrency * 4)
-            next_due = await self._repo.next_due(s)
-        wait = max(0.0, (next_due - now)) if next_due is not None else 1.0
-        for job in heads:
-            if free <= 0:
-                break
-            if job.lane in self._running:
-                continue
-            pace = job.payload.get("pace")
-            keys = [str(k) for k in pace] if isinstance(pace, list) else []
-            cost = job.payload.get("pace_cost", 1)
-            delay = 0.0
-            async with self._db.write() as s:
-                # Claim and pace in one transaction: of two replicas that see the same
-                # head, only the one whose claim succeeds spends the send; a job that must
-                # wait goes back with its time, and no replica asks for it again before.
-                t = time.time()
-                if not await self._repo.claim(s, job.id, t, self.lease):
-                    continue
+            due = await self._repo.any_head(s, now, self._running)
+        if not due:
+            async with self._db.read() as s:
+                next_due = await self._repo.next_due(s)
+            # a lane whose head runs here wakes the loop when it ends
+            return max(0.0, min(1.0, next_due - now)) if next_due is not None else 1.0
+        async with self._db.write() as s:
+            # Claim and pace in one transaction: of two replicas that see the same head,
+            # only the one whose claim succeeds spends the send; a job that must wait goes
+            # back with its time, and no replica asks for it again before.
+            heads = await self._repo.claim_heads(s, now, self.lease, free, self._running)
+            ready: list[OutboxJob] = []
+            for job in heads:
+                pace = job.payload.get("pace")
+                keys = [str(k) for k in pace] if isinstance(pace, list) else []
+                cost = job.payload.get("pace_cost", 1)
+                delay = 0.0
                 if keys:
                     delay = await self._limiter.reserve(
                         s, keys, cost if isinstance(cost, int) else 1
                     )
                 if delay > 0:
-                    await self._repo.postpone(s, job.id, t + delay)
-            if delay > 0:
-                wait = min(wait, delay)
-                continue
+                    await self._repo.postpone(s, job.id, now + delay)
+                    postponed.append(delay)
+                else:
+                    ready.append(job)
+        for job in ready:
             self._running[job.lane] = asyncio.create_task(self._attempt(job))
             self._running_ids[job.lane] = job.id
-            free -= 1
-        return wait
+        return min(postponed, default=1.0)
 
     async def _renew_claims(self) -> None:
         """Several replicas (PostgreSQL): keep the jobs in flight ours. SQLite serves one
@@ -161,8 +168,9 @@ class Outbox:
         self._renewed = now
 
     async def _attempt(self, job: OutboxJob) -> None:
+        finish: Finish | None = None
         try:
-            await self._execute(job)
+            finish = await self._execute(job)
         except DeliveryError as e:
             await self._handle_error(job, e)
         except Exception as e:
@@ -171,16 +179,48 @@ class Outbox:
                 job, DeliveryError(f"internal error: {type(e).__name__}", retryable=True)
             )
         else:
-            async with self._db.write() as s:
-                row = await s.get(OutboxJob, job.id)
-                if row is not None:
-                    row.state = "done"
-                    row.attempts = job.attempts + 1
-                    row.claimed_until = None
+            await self._finish(job, finish)
         finally:
             self._running.pop(job.lane, None)
             self._running_ids.pop(job.lane, None)
             self._wake.set()
+
+    async def _finish(self, job: OutboxJob, finish: Finish | None) -> None:
+        """Record that the job ran, with what it wrote of its result. Jobs that end while a
+        commit is under way are recorded together in the next one (group commit)."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._ended.append((job, finish, done))
+        if self._recorder is None or self._recorder.done():
+            self._recorder = asyncio.create_task(self._record_ended())
+        await done
+
+    async def _record_ended(self) -> None:
+        while self._ended:
+            batch, self._ended = self._ended, []
+            try:
+                async with self._db.write() as s:
+                    for _, finish, _ in batch:
+                        if finish is not None:
+                            await finish(s)
+                    await self._repo.finish_many(s, [(j.id, j.attempts + 1) for j, _, _ in batch])
+            except Exception as e:
+                if len(batch) == 1:
+                    batch[0][2].set_exception(e)
+                    continue
+                # one of them failed: each on its own, so the others are recorded
+                for job, finish, done in batch:
+                    try:
+                        async with self._db.write() as s:
+                            if finish is not None:
+                                await finish(s)
+                            await self._repo.finish_many(s, [(job.id, job.attempts + 1)])
+                    except Exception as e:
+                        done.set_exception(e)
+                    else:
+                        done.set_result(None)
+                continue
+            for _, _, done in batch:
+                done.set_result(None)
 
     async def _handle_error(self, job: OutboxJob, e: DeliveryError) -> None:
         attempts = job.attempts + 1

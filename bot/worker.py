@@ -18,6 +18,8 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from bot.metrics import Metrics
 from bot.storage.db import Database
 from bot.storage.models import InboxItem
@@ -26,11 +28,17 @@ from bot.storage.repositories import InboxRepository
 log = logging.getLogger(__name__)
 
 Handler = Callable[[InboxItem], Awaitable[None]]
+# Marks deliveries handled, in the transaction that carried them out.
+Mark = Callable[[AsyncSession, list[int]], Awaitable[None]]
+# Handles several deliveries of one source in one transaction and marks them there; when it
+# raises, nothing of it was written and each delivery is handled again on its own.
+BatchHandler = Callable[[list[InboxItem], Mark], Awaitable[None]]
 
 MAX_ATTEMPTS = 8
 LEASE = 30.0  # seconds a replica holds the deliveries it took, renewed while it works
 LANES = 8  # lanes one replica takes at a time
 PER_LANE = 50  # deliveries of one lane taken at a time
+BATCH = 50  # deliveries handled in one transaction, at most
 
 
 @dataclass
@@ -44,14 +52,19 @@ class InboxWorker:
         self._db = db
         self._repo = InboxRepository()
         self._handlers = handlers
+        self._batch: dict[str, BatchHandler] = {}
         self._metrics = metrics
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self.lease = LEASE
 
-    def register(self, source: str, handler: Handler) -> None:
+    def register(self, source: str, handler: Handler, many: BatchHandler | None = None) -> None:
+        """``handler`` takes one delivery; ``many``, where given, takes a run of them (first
+        attempts in a row, of this source) in one transaction."""
         self._handlers[source] = handler
+        if many is not None:
+            self._batch[source] = many
 
     def wake(self) -> None:
         self._wake.set()
@@ -99,18 +112,13 @@ class InboxWorker:
 
     async def _handle_taken(self, items: list[InboxItem], until: float) -> None:
         if until == float("inf"):  # SQLite: nothing taken, nothing to keep or give back
-            for item in items:
-                if self._stopping:
-                    return
-                await self.process(item)
+            await self._handle(list(items), lambda: self._stopping)
             return
         left = list(items)
         held = _Held(until)
         keeper = asyncio.create_task(self._keep(left, held))
         try:
-            while left and not self._stopping and not held.lost:
-                await self.process(left[0])
-                left.pop(0)
+            await self._handle(left, lambda: self._stopping or held.lost)
         finally:
             keeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -119,6 +127,43 @@ class InboxWorker:
                 # stopping: another replica may take the rest at once
                 async with self._db.write() as s:
                     await self._repo.release(s, [i.id for i in left], held.until)
+
+    async def _handle(self, left: list[InboxItem], stop: Callable[[], bool]) -> None:
+        """Handle ``left`` in order, removing each as it is done: runs of first attempts of
+        a source that takes batches go in one transaction each, the rest one by one."""
+        while left and not stop():
+            many = self._batch.get(left[0].source)
+            n = 0
+            if many is not None:
+                while (
+                    n < min(BATCH, len(left))
+                    and left[n].source == left[0].source
+                    and left[n].attempts == 0
+                ):
+                    n += 1
+            if n < 2 or many is None:
+                await self.process(left[0])
+                left.pop(0)
+                continue
+            run = left[:n]
+            try:
+                await many(run, self._mark)
+            except Exception:
+                log.warning(
+                    "a batch of deliveries failed; handling them one by one",
+                    exc_info=True,
+                    extra={"deliveries": len(run)},
+                )
+                for item in run:
+                    if stop():
+                        return
+                    await self.process(item)
+                    left.pop(0)
+                continue
+            del left[:n]
+
+    async def _mark(self, s: AsyncSession, ids: list[int]) -> None:
+        await self._repo.mark_processed_many(s, ids)
 
     async def _keep(self, left: list[InboxItem], held: _Held) -> None:
         """Renew the lease on what is left while it is being handled, so that a short lease

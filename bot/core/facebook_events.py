@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import UTC, datetime
+from functools import partial
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -40,8 +42,32 @@ from bot.rules.content import additional_data, task_content, template_values
 from bot.storage.models import Contact, InboxItem, Message, Page, Post, Task, utcnow
 from bot.storage.repositories import message_view, task_view
 from bot.templates import ContactTemplate, TaskTemplate
+from bot.worker import Mark
 
 log = logging.getLogger(__name__)
+
+
+POSTS_KEPT = 4096  # posts kept in memory (a stored post never changes)
+
+# Writes one event, in the transaction it is given.
+Step = Callable[[AsyncSession], Awaitable[None]]
+
+
+async def _nothing(_s: AsyncSession) -> None:
+    return None
+
+
+def _instagram(ev: FacebookEvent) -> bool:
+    return isinstance(ev, CommentEvent) and ev.instagram
+
+
+def _customer_id(ev: FacebookEvent) -> str | None:
+    """Whose contact the event may need (its profile is read before the transaction)."""
+    if isinstance(ev, CommentEvent):
+        return ev.author.id
+    if isinstance(ev, MessengerEvent):
+        return ev.recipient_id if ev.is_echo else ev.sender_id
+    return None
 
 
 def instagram_as_page(ev: CommentEvent, page: Page) -> CommentEvent:
@@ -55,41 +81,104 @@ def instagram_as_page(ev: CommentEvent, page: Page) -> CommentEvent:
 class FacebookEvents:
     def __init__(self, core: Core) -> None:
         self.core = core
+        self._posts: OrderedDict[str, PostInfo] = OrderedDict()
 
-    async def handle_item(self, item: InboxItem) -> None:
+    @staticmethod
+    def _events(item: InboxItem) -> list[FacebookEvent]:
         try:
-            body = json.loads(item.payload)
-            events = parse_delivery(body)
+            return list(parse_delivery(json.loads(item.payload)))
         except (ValueError, MalformedDelivery) as e:
             log.warning("stored Facebook delivery is not usable", extra={"error": str(e)})
-            return
-        for ev in events:
+            return []
+
+    async def handle_item(self, item: InboxItem) -> None:
+        for ev in self._events(item):
             await self.handle_event(ev)
+
+    async def handle_many(self, items: list[InboxItem], mark: Mark) -> None:
+        """Several deliveries in one transaction, marked handled in it: what they need from
+        Facebook (post text, profiles) is read first, then each event is routed and
+        carried out in order, each seeing what the ones before it wrote."""
+        events = [ev for item in items for ev in self._events(item)]
+        async with self.core.db.read() as s:
+            pages = await self.core.repo.pages.by_ids(
+                s, {ev.page_id for ev in events if not _instagram(ev)}
+            )
+            known = await self.core.repo.contacts.by_fb_ids(
+                s, {fb_id for ev in events if (fb_id := _customer_id(ev))}
+            )
+            resolved = [await self._page_of(s, ev, pages) for ev in events]
+        work = [
+            await self._prepare(page, ev, known)
+            for page, ev in resolved
+            if page is not None and page.active
+        ]
+        async with self.core.tx() as s:
+            for step in work:
+                await step(s)
+
+            await mark(s, [item.id for item in items])
 
     async def handle_event(self, ev: FacebookEvent) -> None:
         async with self.core.db.read() as s:
-            if isinstance(ev, CommentEvent) and ev.instagram:
-                page = await self.core.repo.pages.by_instagram(s, ev.page_id)
-                if page is not None:
-                    ev = instagram_as_page(ev, page)
-            else:
-                page = await self.core.repo.pages.get(s, ev.page_id)
+            page, ev = await self._page_of(s, ev, None)
         if page is None or not page.active:
             log.info("event for a page that is not connected", extra={"page_id": ev.page_id})
             return
+        await self._run(await self._prepare(page, ev, None), ev)
+
+    async def comment(self, page: Page, ev: CommentEvent) -> None:
+        """One comment, in a transaction of its own (catch-up)."""
+        await self._run(await self._comment_step(page, ev, None), ev)
+
+    async def _run(self, step: Step, ev: FacebookEvent) -> None:
+        for attempt in range(3):
+            try:
+                async with self.core.tx() as s:
+                    await step(s)
+                return
+            except IntegrityError:
+                # Another worker opened the task (or stored this message) first: the next
+                # attempt sees its row and joins it.
+                log.info("concurrent write, retrying", extra={"attempt": attempt})
+        raise RuntimeError(f"{ev} could not be stored after 3 attempts")
+
+    async def _page_of(
+        self, s: AsyncSession, ev: FacebookEvent, pages: dict[str, Page] | None
+    ) -> tuple[Page | None, FacebookEvent]:
+        """The event's Page (an Instagram comment: the Page of that account)."""
+        if isinstance(ev, CommentEvent) and ev.instagram:
+            page = await self.core.repo.pages.by_instagram(s, ev.page_id)
+            return page, instagram_as_page(ev, page) if page is not None else ev
+        if pages is not None:
+            return pages.get(ev.page_id), ev
+        return await self.core.repo.pages.get(s, ev.page_id), ev
+
+    async def _prepare(
+        self, page: Page, ev: FacebookEvent, known: dict[str, Contact] | None
+    ) -> Step:
+        """Read what the event needs from Facebook; return what writes it."""
         if isinstance(ev, CommentEvent):
-            await self.comment(page, ev)
-        elif isinstance(ev, MessengerEvent):
-            await self._direct_message(page, ev)
-        elif isinstance(ev, PostRemovedEvent):
-            await self._post_removed(page, ev)
+            return await self._comment_step(page, ev, known)
+        if isinstance(ev, MessengerEvent):
+            return await self._direct_message_step(page, ev, known)
+        if isinstance(ev, PostRemovedEvent):
+            return partial(self._post_removed, page, ev)
+        return _nothing
 
     async def _post_info(self, page: Page, post_id: str) -> PostInfo:
-        """The post, read from the Graph API once and kept."""
+        """The post, read from the Graph API once and kept (a stored post never changes:
+        the latest ones are also kept in memory)."""
+        cached = self._posts.get(post_id)
+        if cached is not None:
+            self._posts.move_to_end(post_id)
+            return cached
         async with self.core.db.read() as s:
             row = await self.core.repo.posts.get(s, post_id)
         if row is not None:
-            return PostInfo(row.id, row.message, row.permalink_url, row.created_time)
+            return self._keep_post(
+                PostInfo(row.id, row.message, row.permalink_url, row.created_time)
+            )
         info: PostInfo
         error: str | None = None
         try:
@@ -115,14 +204,26 @@ class FacebookEvents:
                     )
         except IntegrityError:
             pass  # another worker stored the same post first; both read the same text
+        return self._keep_post(info)
+
+    def _keep_post(self, info: PostInfo) -> PostInfo:
+        self._posts[info.id] = info
+        if len(self._posts) > POSTS_KEPT:
+            self._posts.popitem(last=False)
         return info
 
-    async def _profile(self, page: Page, fb_id: str, name: str | None) -> tuple[str, str | None]:
-        """Name and picture for a new contact; the webhook's name wins, Graph fills gaps."""
-        async with self.core.db.read() as s:
-            known = await self.core.repo.contacts.by_fb_id(s, fb_id)
+    async def _profile(
+        self, page: Page, fb_id: str, name: str | None, known: dict[str, Contact] | None
+    ) -> tuple[str, str | None]:
+        """Name and picture for a new contact; the webhook's name wins, Graph fills gaps.
+        ``known``: the contacts already read for a batch of events."""
         if known is not None:
-            return name or known.name, known.picture_url
+            contact = known.get(fb_id)
+        else:
+            async with self.core.db.read() as s:
+                contact = await self.core.repo.contacts.by_fb_id(s, fb_id)
+        if contact is not None:
+            return name or contact.name, contact.picture_url
         picture = None
         if self.core.graph is not None:
             try:
@@ -153,12 +254,16 @@ class FacebookEvents:
         body = await self.core.repo.templates.get(s, page_id, "task")
         return TaskTemplate.from_json(body) if body else TaskTemplate()
 
-    async def comment(self, page: Page, ev: CommentEvent) -> None:
+    async def _comment_step(
+        self, page: Page, ev: CommentEvent, known: dict[str, Contact] | None
+    ) -> Step:
         pageinfo = PageInfo(page.id, page.name)
         customer = ev.verb == "add" and ev.author.id != page.id
         post = await self._post_info(page, ev.post_id) if customer else None
         name, picture = (
-            await self._profile(page, ev.author.id, ev.author.name) if customer else ("", None)
+            await self._profile(page, ev.author.id, ev.author.name, known)
+            if customer
+            else ("", None)
         )
         by_page = ev.author.id == page.id
 
@@ -179,7 +284,7 @@ class FacebookEvents:
         async def find_open(s: AsyncSession) -> Task | None:
             return await self.core.repo.tasks.open_for_post(s, page.id, ev.post_id)
 
-        await self._store_event(
+        return self._store_step(
             page,
             fb_id=ev.comment_id,
             find_open=find_open,
@@ -193,7 +298,7 @@ class FacebookEvents:
             first_at=ev.created_time,
         )
 
-    async def _store_event(
+    def _store_step(
         self,
         page: Page,
         *,
@@ -207,45 +312,41 @@ class FacebookEvents:
         channel: str,
         post_id: str | None,
         first_at: datetime,
-    ) -> None:
-        """Load the views, let routing decide, carry it out; all in one transaction."""
-        for attempt in range(3):
-            try:
-                async with self.core.tx() as s:
-                    known = await self.core.repo.messages.by_fb_id(s, fb_id)
-                    open_task = await find_open(s)
-                    unconfirmed: list[Message] = []
-                    if by_page and open_task is not None:
-                        repo = self.core.repo
-                        unconfirmed = await repo.messages.unconfirmed_answers(s, open_task.id)
-                    decision = route(
-                        known=message_view(known) if known else None,
-                        open_task=task_view(open_task) if open_task else None,
-                        unconfirmed_answers=[message_view(m) for m in unconfirmed],
-                    )
-                    await self._apply(
-                        s,
-                        decision,
-                        page=page,
-                        post=post,
-                        contact_args=contact_args,
-                        message=message(),
-                        channel=channel,
-                        post_id=post_id,
-                        first_at=first_at,
-                    )
-                return
-            except IntegrityError:
-                # Another worker opened the task (or stored this message) first: the next
-                # attempt sees its row and joins it.
-                log.info("concurrent write, retrying", extra={"attempt": attempt})
-        raise RuntimeError(f"{fb_id} could not be stored after 3 attempts")
+    ) -> Step:
+        """Load the views, let routing decide, carry it out: in the caller's transaction."""
 
-    async def _direct_message(self, page: Page, ev: MessengerEvent) -> None:
+        async def step(s: AsyncSession) -> None:
+            known = await self.core.repo.messages.by_fb_id(s, fb_id)
+            open_task = await find_open(s)
+            unconfirmed: list[Message] = []
+            if by_page and open_task is not None:
+                unconfirmed = await self.core.repo.messages.unconfirmed_answers(s, open_task.id)
+            decision = route(
+                known=message_view(known) if known else None,
+                open_task=task_view(open_task) if open_task else None,
+                unconfirmed_answers=[message_view(m) for m in unconfirmed],
+            )
+            await self._apply(
+                s,
+                decision,
+                page=page,
+                post=post,
+                contact_args=contact_args,
+                message=message(),
+                channel=channel,
+                post_id=post_id,
+                first_at=first_at,
+            )
+
+        return step
+
+    async def _direct_message_step(
+        self, page: Page, ev: MessengerEvent, known: dict[str, Contact] | None
+    ) -> Step:
         pageinfo = PageInfo(page.id, page.name)
         customer_id = ev.recipient_id if ev.is_echo else ev.sender_id
         name, picture = (
-            await self._profile(page, customer_id, None) if not ev.is_echo else ("", None)
+            await self._profile(page, customer_id, None, known) if not ev.is_echo else ("", None)
         )
 
         def message() -> Message:
@@ -266,7 +367,7 @@ class FacebookEvents:
                 return None
             return await self.core.repo.tasks.open_for_dm(s, page.id, contact.id)
 
-        await self._store_event(
+        return self._store_step(
             page,
             fb_id=ev.mid,
             find_open=find_open,
@@ -383,13 +484,12 @@ class FacebookEvents:
                     )
                     self.core.add_job(s, commented, NoticeInTask(commented.id, note))
 
-    async def _post_removed(self, page: Page, ev: PostRemovedEvent) -> None:
-        async with self.core.tx() as s:
-            task = await self.core.repo.tasks.open_for_post(s, page.id, ev.post_id)
-            decision = routing.route_post_removed(task_view(task) if task else None)
-            if task is None or not isinstance(decision, routing.CloseTask):
-                return
-            task.status = TaskStatus.CLOSED
-            task.closed_at = utcnow()
-            self.core.add_job(s, task, NoticeInTask(task.id, decision.note))
-            self.core.add_job(s, task, ThreadState(task.id))
+    async def _post_removed(self, page: Page, ev: PostRemovedEvent, s: AsyncSession) -> None:
+        task = await self.core.repo.tasks.open_for_post(s, page.id, ev.post_id)
+        decision = routing.route_post_removed(task_view(task) if task else None)
+        if task is None or not isinstance(decision, routing.CloseTask):
+            return
+        task.status = TaskStatus.CLOSED
+        task.closed_at = utcnow()
+        self.core.add_job(s, task, NoticeInTask(task.id, decision.note))
+        self.core.add_job(s, task, ThreadState(task.id))

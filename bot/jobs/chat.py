@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from sqlalchemy import update
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.core.context import Core
 from bot.domain import TaskStatus
@@ -21,7 +22,7 @@ from bot.jobs.kinds import (
     TaskJob,
     ThreadState,
 )
-from bot.jobs.runner import JobRunner
+from bot.jobs.runner import Finish, JobRunner
 from bot.jobs.views import notice, root_of
 from bot.ports import (
     AssigneeNotifier,
@@ -36,7 +37,7 @@ from bot.storage.models import OutboxJob, Task
 log = logging.getLogger(__name__)
 
 J = TypeVar("J", bound=TaskJob)
-TaskHandler = Callable[[J, OutboxJob], Awaitable[None]]
+TaskHandler = Callable[[J, OutboxJob], Awaitable[Finish | None]]
 
 THREAD_REPLACED = (
     "The previous thread of this task was deleted in the chat: the task continues here. "
@@ -62,9 +63,15 @@ class ChatJobs:
 
     # --- finding the task and its thread ------------------------------------------------
 
-    async def task(self, task_id: int) -> tuple[Task, ChatPlatform] | None:
-        """The task and its chat platform; None when the task is gone."""
-        async with self.core.db.read() as s:
+    async def task(
+        self, task_id: int, s: AsyncSession | None = None
+    ) -> tuple[Task, ChatPlatform] | None:
+        """The task and its chat platform; None when the task is gone. Read in ``s`` when
+        given, else in a session of its own."""
+        if s is None:
+            async with self.core.db.read() as own:
+                task = await self.core.repo.tasks.get(own, task_id)
+        else:
             task = await self.core.repo.tasks.get(s, task_id)
         if task is None:
             return None
@@ -73,10 +80,12 @@ class ChatJobs:
             raise DeliveryError(f"{task.chat_platform} is not configured", retryable=False)
         return task, platform
 
-    async def opened(self, task_id: int) -> tuple[Task, ChatPlatform, ThreadRef] | None:
+    async def opened(
+        self, task_id: int, s: AsyncSession | None = None
+    ) -> tuple[Task, ChatPlatform, ThreadRef] | None:
         """The task with its open thread. A thread that was never finished (its opening
         failed for good) counts as gone: the job then opens it."""
-        found = await self.task(task_id)
+        found = await self.task(task_id, s)
         if found is None:
             return None
         task, platform = found
@@ -88,12 +97,12 @@ class ChatJobs:
         """Run a task's chat job; when its thread is gone (a person deleted it), give the
         task a new thread and run the job there: nothing waiting for it is lost."""
 
-        async def run(job: J, row: OutboxJob) -> None:
+        async def run(job: J, row: OutboxJob) -> Finish | None:
             try:
-                await handler(job, row)
+                return await handler(job, row)
             except ThreadGone as gone:
                 await self.rethread(job.task_id, gone)
-                await handler(job, row)
+                return await handler(job, row)
 
         return run
 

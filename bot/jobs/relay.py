@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from bot.core.context import Core
-from bot.domain import Direction, MessageState
 from bot.jobs.chat import ChatJobs
 from bot.jobs.kinds import JobKind, Refresh, Relay
-from bot.jobs.runner import JobRunner
+from bot.jobs.runner import Finish, JobRunner
 from bot.jobs.views import chat_post
 from bot.ports import ChatPlatform, ChatPost, MediaPosts, PostKind, ThreadRef
 from bot.storage.models import Message, OutboxJob, Task
@@ -29,36 +30,32 @@ class RelayJobs:
         runner.register(Relay, self.chat.in_thread(self.relay))
         runner.register(Refresh, self.chat.in_thread(self.refresh))
 
-    async def relay(self, job: Relay, row: OutboxJob) -> None:
-        found = await self.chat.opened(job.task_id)
-        if found is None:
-            return
-        task, platform, ref = found
+    async def relay(self, job: Relay, row: OutboxJob) -> Finish | None:
+        """One read (the task, the message with what shows it, the relays queued behind),
+        the call, and one write with the job's end."""
         repo = self.core.repo
         async with self.core.db.read() as s:
-            msg = await repo.messages.get(s, job.message_id)
-        if msg is None or msg.chat_message_id is not None:
-            return
-        waiting = await self._waiting(row)
+            found = await self.chat.opened(job.task_id, s)
+            if found is None:
+                return None
+            view = await repo.messages.relay_view(s, job.message_id)
+            if view is None or view[0].chat_message_id is not None:
+                return None
+            waiting = await self._waiting(s, row)
+        task, platform, ref = found
+        msg, picture_url, parent_chat_id = view
         if len(waiting) + 1 >= COALESCE_AT:
-            await self._digest(platform, task, ref, msg, waiting)
-            return
-        async with self.core.db.read() as s:
-            post = chat_post(msg)
-            if msg.direction == Direction.CUSTOMER and msg.author_fb_id:
-                contact = await repo.contacts.by_fb_id(s, msg.author_fb_id)
-                if contact is not None and contact.picture_url:
-                    post = replace(post, picture_url=contact.picture_url)
-            reply_to = None
-            if post.is_reply and msg.fb_parent_id:
-                parent = await repo.messages.by_fb_id(s, msg.fb_parent_id)
-                reply_to = parent.chat_message_id if parent is not None else None
+            return await self._digest(platform, task, ref, msg, waiting)
+        post = chat_post(msg)
+        if picture_url:
+            post = replace(post, picture_url=picture_url)
+        reply_to = parent_chat_id if post.is_reply else None
         if post.media and isinstance(platform, MediaPosts):
             shown = await platform.post_media(task.chat_id, ref.thread_id, post, reply_to=reply_to)
         else:
             post = post.with_links()
             shown = await platform.post(task.chat_id, ref.thread_id, post, reply_to=reply_to)
-        await self._shown([msg.id], shown, done_jobs=[])
+        return self._shown([msg.id], shown, done_jobs=[])
 
     async def refresh(self, job: Refresh, row: OutboxJob) -> None:
         found = await self.chat.opened(job.task_id)
@@ -74,20 +71,22 @@ class RelayJobs:
             post = post.with_links()
         await platform.edit(task.chat_id, ref.thread_id, msg.chat_message_id, post)
 
-    async def _waiting(self, row: OutboxJob) -> list[tuple[int, Message]]:
+    async def _waiting(self, s: AsyncSession, row: OutboxJob) -> list[tuple[int, Message]]:
         """The relays queued right behind this one in its lane, not yet shown."""
         repo = self.core.repo
-        out: list[tuple[int, Message]] = []
-        async with self.core.db.read() as s:
-            for follower in await repo.outbox.following(s, row.lane, row.id, COALESCE_MAX - 1):
-                if follower.kind != JobKind.RELAY:
-                    break  # keep the order: an edit or a notice waits its turn
-                mid = follower.payload.get("message_id")
-                m = await repo.messages.get(s, mid) if isinstance(mid, int) else None
-                if m is None or m.chat_message_id is not None:
-                    continue
-                out.append((follower.id, m))
-        return out
+        queued: list[tuple[int, int]] = []
+        for follower in await repo.outbox.following(s, row.lane, row.id, COALESCE_MAX - 1):
+            if follower.kind != JobKind.RELAY:
+                break  # keep the order: an edit or a notice waits its turn
+            mid = follower.payload.get("message_id")
+            if isinstance(mid, int):
+                queued.append((follower.id, mid))
+        messages = await repo.messages.by_ids(s, [mid for _, mid in queued])
+        return [
+            (job_id, m)
+            for job_id, mid in queued
+            if (m := messages.get(mid)) is not None and m.chat_message_id is None
+        ]
 
     async def _digest(
         self,
@@ -96,7 +95,7 @@ class RelayJobs:
         ref: ThreadRef,
         first: Message,
         waiting: list[tuple[int, Message]],
-    ) -> None:
+    ) -> Finish:
         """A burst: the task's waiting comments as one message (name and text of each), so
         the thread catches up instead of lagging behind the platform's pace."""
         items = [chat_post(first).with_links()]
@@ -113,17 +112,17 @@ class RelayJobs:
             ref.thread_id,
             ChatPost(kind=PostKind.DIGEST, author="", text="", items=tuple(items)),
         )
-        await self._shown(
+        return self._shown(
             [first.id, *(m.id for _, m in taken)], shown, done_jobs=[j for j, _ in taken]
         )
 
-    async def _shown(self, message_ids: list[int], chat_id: str, done_jobs: list[int]) -> None:
-        async with self.core.tx() as s:
-            for mid in message_ids:
-                row = await self.core.repo.messages.get(s, mid)
-                if row is not None:
-                    row.chat_message_id = chat_id
-                    row.state = MessageState.RELAYED
-            if done_jobs:
-                await self.core.repo.outbox.complete(s, done_jobs)
-        self.core.metrics.relayed.inc(len(message_ids))
+    def _shown(self, message_ids: list[int], chat_id: str, done_jobs: list[int]) -> Finish:
+        """What the relay writes when its job ends: the messages shown, and the relays a
+        digest took in done."""
+
+        async def finish(s: AsyncSession) -> None:
+            await self.core.repo.messages.mark_shown(s, message_ids, chat_id)
+            await self.core.repo.outbox.complete(s, done_jobs)
+            self.core.metrics.relayed.inc(len(message_ids))
+
+        return finish

@@ -13,7 +13,10 @@ from bot.jobs.kinds import BadJob, Job, decode
 from bot.storage.models import OutboxJob
 
 J = TypeVar("J", bound=Job)
-Handler = Callable[[Any, OutboxJob], Awaitable[None]]
+# A handler may return what records its result: the outbox runs it in the transaction that
+# marks the job done, so a job's effects and its end are one write.
+Finish = Callable[[AsyncSession], Awaitable[None]]
+Handler = Callable[[Any, OutboxJob], Awaitable[Finish | None]]
 # Called inside the transaction that marks the job failed, so the state and what it
 # triggers (a report in the chat) are written together.
 FailureHandler = Callable[[AsyncSession, Job, OutboxJob, DeliveryError], Awaitable[None]]
@@ -24,7 +27,9 @@ class JobRunner:
         self._handlers: dict[type, Handler] = {}
         self._on_failed: list[FailureHandler] = []
 
-    def register(self, kind: type[J], handler: Callable[[J, OutboxJob], Awaitable[None]]) -> None:
+    def register(
+        self, kind: type[J], handler: Callable[[J, OutboxJob], Awaitable[Finish | None]]
+    ) -> None:
         if kind in self._handlers:
             raise ValueError(f"a handler for {kind.__name__} is registered already")
         self._handlers[kind] = handler
@@ -32,7 +37,7 @@ class JobRunner:
     def on_failed(self, handler: FailureHandler) -> None:
         self._on_failed.append(handler)
 
-    async def execute(self, row: OutboxJob) -> None:
+    async def execute(self, row: OutboxJob) -> Finish | None:
         try:
             job = decode(row.kind, row.payload)
         except BadJob as e:
@@ -40,7 +45,7 @@ class JobRunner:
         handler = self._handlers.get(type(job))
         if handler is None:
             raise DeliveryError(f"no handler for {row.kind} jobs", retryable=False)
-        await handler(job, row)
+        return await handler(job, row)
 
     async def failed(self, s: AsyncSession, row: OutboxJob, error: DeliveryError) -> None:
         try:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, delete, func, or_, select, update
+from sqlalchemy import ColumnElement, Select, and_, delete, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -65,6 +65,11 @@ class PageRepository:
     async def get(self, s: AsyncSession, page_id: str) -> Page | None:
         return await s.get(Page, page_id)
 
+    async def by_ids(self, s: AsyncSession, ids: Collection[str]) -> dict[str, Page]:
+        if not ids:
+            return {}
+        return {p.id: p for p in await s.scalars(select(Page).where(Page.id.in_(list(ids))))}
+
     async def by_instagram(self, s: AsyncSession, account_id: str) -> Page | None:
         """The active Page whose connected Instagram account this is."""
         return await s.scalar(
@@ -93,6 +98,12 @@ class PageRepository:
 class ContactRepository:
     async def by_fb_id(self, s: AsyncSession, fb_id: str) -> Contact | None:
         return await s.scalar(select(Contact).where(Contact.fb_id == fb_id))
+
+    async def by_fb_ids(self, s: AsyncSession, fb_ids: Collection[str]) -> dict[str, Contact]:
+        if not fb_ids:
+            return {}
+        rows = await s.scalars(select(Contact).where(Contact.fb_id.in_(list(fb_ids))))
+        return {c.fb_id: c for c in rows}
 
     async def get(self, s: AsyncSession, contact_id: int) -> Contact | None:
         return await s.get(Contact, contact_id)
@@ -225,6 +236,45 @@ class TaskRepository:
 class MessageRepository:
     async def get(self, s: AsyncSession, message_id: int) -> Message | None:
         return await s.get(Message, message_id)
+
+    async def relay_view(
+        self, s: AsyncSession, message_id: int
+    ) -> tuple[Message, str | None, str | None] | None:
+        """What showing a message takes, in one read: the message, its author's picture (a
+        customer's) and the chat message of the comment it answers."""
+        parent = aliased(Message, name="parent")
+        row = (
+            await s.execute(
+                select(Message, Contact.picture_url, parent.chat_message_id)
+                .outerjoin(
+                    Contact,
+                    and_(
+                        Message.direction == Direction.CUSTOMER,
+                        Contact.fb_id == Message.author_fb_id,
+                    ),
+                )
+                .outerjoin(parent, parent.fb_id == Message.fb_parent_id)
+                .where(Message.id == message_id)
+                .limit(1)
+            )
+        ).first()
+        if row is None:
+            return None
+        return row[0], row[1], row[2]
+
+    async def by_ids(self, s: AsyncSession, ids: Collection[int]) -> dict[int, Message]:
+        if not ids:
+            return {}
+        rows = await s.scalars(select(Message).where(Message.id.in_(list(ids))))
+        return {m.id: m for m in rows}
+
+    async def mark_shown(self, s: AsyncSession, ids: Collection[int], chat_message_id: str) -> None:
+        """Messages shown in the chat as that chat message (several: a digest)."""
+        await s.execute(
+            update(Message)
+            .where(Message.id.in_(list(ids)))
+            .values(chat_message_id=chat_message_id, state=MessageState.RELAYED)
+        )
 
     async def by_fb_id(self, s: AsyncSession, fb_id: str) -> Message | None:
         return await s.scalar(select(Message).where(Message.fb_id == fb_id))
@@ -534,6 +584,14 @@ class InboxRepository:
             .values(processed_at=time.time(), error=error)
         )
 
+    async def mark_processed_many(self, s: AsyncSession, ids: Sequence[int]) -> None:
+        """Deliveries handled together, in the transaction that carried them out."""
+        await s.execute(
+            update(InboxItem)
+            .where(InboxItem.id.in_(list(ids)))
+            .values(processed_at=time.time(), error=None)
+        )
+
     async def backlog(self, s: AsyncSession) -> int:
         n = await s.scalar(
             select(func.count()).select_from(InboxItem).where(InboxItem.processed_at.is_(None))
@@ -565,28 +623,71 @@ class OutboxRepository:
         s.add(job)
         return job
 
-    async def heads(self, s: AsyncSession, now: float, limit: int) -> list[OutboxJob]:
-        """The oldest pending job of each lane, if it is due: a lane runs in id order."""
-        earlier = aliased(OutboxJob)
+    @staticmethod
+    def _head_ids(now: float, limit: int, busy: Collection[str] = ()) -> Select[Any]:
+        """The oldest pending job of each lane, where it is due and nobody holds it: a lane
+        runs in id order. One pass over ``ix_outbox_state_lane`` (pending jobs only)."""
         first = (
-            select(func.min(earlier.id))
-            .where(earlier.state == "pending", earlier.lane == OutboxJob.lane)
-            .scalar_subquery()
+            select(func.min(OutboxJob.id))
+            .where(OutboxJob.state == "pending")
+            .group_by(OutboxJob.lane)
         )
+        q = select(OutboxJob.id).where(
+            OutboxJob.id.in_(first),
+            OutboxJob.next_attempt_at <= now,
+            or_(OutboxJob.claimed_until.is_(None), OutboxJob.claimed_until < now),
+        )
+        if busy:
+            q = q.where(OutboxJob.lane.not_in(list(busy)))
+        return q.order_by(OutboxJob.id).limit(limit)
+
+    async def heads(self, s: AsyncSession, now: float, limit: int) -> list[OutboxJob]:
+        """The oldest pending job of each lane, if it is due and not claimed."""
         rows = await s.scalars(
             select(OutboxJob)
-            .where(
-                and_(
-                    OutboxJob.state == "pending",
-                    OutboxJob.next_attempt_at <= now,
-                    or_(OutboxJob.claimed_until.is_(None), OutboxJob.claimed_until < now),
-                    OutboxJob.id == first,
-                )
-            )
+            .where(OutboxJob.id.in_(self._head_ids(now, limit)))
             .order_by(OutboxJob.id)
-            .limit(limit)
         )
         return list(rows)
+
+    async def claim_heads(
+        self, s: AsyncSession, now: float, lease: float, limit: int, busy: Collection[str]
+    ) -> list[OutboxJob]:
+        """Claim up to ``limit`` lane heads for ``lease`` seconds in one statement, skipping
+        the ``busy`` lanes (running here). The claim repeats the head's conditions, so of two
+        replicas that read the same head only one gets it."""
+        ids = self._head_ids(now, limit, busy)
+        if s.get_bind().dialect.name == "postgresql":
+            ids = ids.with_for_update(skip_locked=True)
+        result = await s.scalars(
+            select(OutboxJob)
+            .from_statement(
+                update(OutboxJob)
+                .where(
+                    OutboxJob.id.in_(ids),
+                    OutboxJob.state == "pending",
+                    or_(OutboxJob.claimed_until.is_(None), OutboxJob.claimed_until < now),
+                )
+                .values(claimed_until=now + lease)
+                .returning(OutboxJob)
+            )
+            .execution_options(populate_existing=True)
+        )
+        return sorted(result, key=lambda job: job.id)
+
+    async def any_head(self, s: AsyncSession, now: float, busy: Collection[str]) -> bool:
+        """Is a lane head due that nobody holds? (A read, before claiming in a write.)"""
+        return (await s.scalar(self._head_ids(now, 1, busy))) is not None
+
+    async def finish_many(self, s: AsyncSession, ran: Sequence[tuple[int, int]]) -> None:
+        """Jobs that ran, as (id, attempts): done, with their claims given up."""
+        await s.execute(
+            update(OutboxJob),
+            [
+                {"id": job_id, "attempts": attempts, "state": "done", "claimed_until": None}
+                for job_id, attempts in ran
+            ],
+        )
 
     async def claim(self, s: AsyncSession, job_id: int, now: float, lease: float) -> bool:
         """Take the job for ``lease`` seconds; False if another runner has it or it is done."""
