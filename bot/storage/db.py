@@ -16,7 +16,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import event, text
+from sqlalchemy import event, make_url, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -24,6 +24,8 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+
+from bot.storage import sqlite_inline
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 # pg_advisory_xact_lock's key for schema upgrades (any constant no other code uses)
@@ -42,24 +44,59 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
+class _WriteLock:
+    """One writer at a time, urgent ones first: while an urgent writer waits, no other
+    writer starts waiting for the lock (those already waiting keep their turn)."""
+
+    def __init__(self) -> None:
+        self._lock = asyncio.Lock()
+        self._urgent = 0
+        self._clear = asyncio.Event()
+        self._clear.set()
+
+    @asynccontextmanager
+    async def held(self, urgent: bool) -> AsyncIterator[None]:
+        if urgent:
+            self._urgent += 1
+            self._clear.clear()
+            try:
+                await self._lock.acquire()
+            finally:
+                self._urgent -= 1
+                if not self._urgent:
+                    self._clear.set()
+        else:
+            await self._clear.wait()
+            await self._lock.acquire()
+        try:
+            yield
+        finally:
+            self._lock.release()
+
+
 class Database:
     def __init__(self, url: str) -> None:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         kwargs: dict[str, Any] = {}
+        path = make_url(url).database if self.is_sqlite else None
+        if path and path != ":memory:":
+            kwargs["async_creator"] = sqlite_inline.connector(path)
         if not self.is_sqlite:
             kwargs.update(pool_size=10, max_overflow=10, pool_pre_ping=True)
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)
         if self.is_sqlite:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
-        self._write_lock = asyncio.Lock() if self.is_sqlite else None
+        self._write_lock = _WriteLock() if self.is_sqlite else None
 
     @asynccontextmanager
-    async def write(self) -> AsyncIterator[AsyncSession]:
-        """A transaction that commits on success and rolls back on error."""
+    async def write(self, *, urgent: bool = False) -> AsyncIterator[AsyncSession]:
+        """A transaction that commits on success and rolls back on error. ``urgent``: a
+        writer someone waits for (the intake, before its 200) goes before the others that
+        have not started waiting yet (SQLite, where writes take turns)."""
         if self._write_lock is not None:
-            async with self._write_lock, self.sessions() as s, s.begin():
+            async with self._write_lock.held(urgent), self.sessions() as s, s.begin():
                 yield s
         else:
             async with self.sessions() as s, s.begin():
