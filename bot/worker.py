@@ -30,9 +30,19 @@ log = logging.getLogger(__name__)
 Handler = Callable[[InboxItem], Awaitable[None]]
 # Marks deliveries handled, in the transaction that carried them out.
 Mark = Callable[[AsyncSession, list[int]], Awaitable[None]]
-# Handles several deliveries of one source in one transaction and marks them there; when it
-# raises, nothing of it was written and each delivery is handled again on its own.
+# Handles several deliveries of one source in a few transactions and marks them in the
+# transaction that carried them out; when it raises, the deliveries it did not mark (see
+# ``PartlyHandled``) are handled again, one by one.
 BatchHandler = Callable[[list[InboxItem], Mark], Awaitable[None]]
+
+
+class PartlyHandled(Exception):
+    """A batch failed after some of its deliveries were committed: ``done`` holds those."""
+
+    def __init__(self, done: set[int]) -> None:
+        super().__init__(f"{len(done)} deliveries handled before the failure")
+        self.done = done
+
 
 MAX_ATTEMPTS = 8
 LEASE = 30.0  # seconds a replica holds the deliveries it took, renewed while it works
@@ -148,16 +158,19 @@ class InboxWorker:
             run = left[:n]
             try:
                 await many(run, self._mark)
-            except Exception:
+            except Exception as e:
+                done = e.done if isinstance(e, PartlyHandled) else set()
+                cause = e.__cause__ if isinstance(e, PartlyHandled) else e
                 log.warning(
-                    "a batch of deliveries failed; handling them one by one",
-                    exc_info=True,
-                    extra={"deliveries": len(run)},
+                    "a batch of deliveries failed; handling the rest one by one",
+                    exc_info=cause,
+                    extra={"deliveries": len(run) - len(done)},
                 )
                 for item in run:
                     if stop():
                         return
-                    await self.process(item)
+                    if item.id not in done:
+                        await self.process(item)
                     left.pop(0)
                 continue
             del left[:n]

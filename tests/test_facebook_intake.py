@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+from typing import Any
 
+import pytest
 from sqlalchemy import func, select
 
 from bot.emulators.stage import VERIFY_TOKEN, Stage, comment_delivery
@@ -151,3 +153,62 @@ async def test_non_comment_feed_items_are_ignored(connected: Stage) -> None:
         assert (await connected.deliver_facebook(json.dumps(body).encode())).status == 200
     await connected.settled()
     assert topics(connected) == {}
+
+
+async def _batch_failing_once_at(
+    st: Stage, monkeypatch: pytest.MonkeyPatch, fail_at: str, batch_time: float
+) -> None:
+    """Ten deliveries stored while the worker is stopped, then handled as one batch whose
+    event ``fail_at`` raises the first time it is written."""
+    from bot.core import facebook_events
+
+    monkeypatch.setattr(facebook_events, "BATCH_TIME", batch_time)
+    events = st.c.parts.events
+    real = events._prepare
+    failed: list[str] = []
+
+    async def prepare(page: Any, ev: Any, known: Any) -> Any:
+        step = await real(page, ev, known)
+        if getattr(ev, "comment_id", None) != fail_at:
+            return step
+
+        async def failing_once(s: Any) -> None:
+            if not failed:
+                failed.append(fail_at)
+                raise RuntimeError("the disk hiccupped")
+            await step(s)
+
+        return failing_once
+
+    monkeypatch.setattr(events, "_prepare", prepare)
+    await st.c.worker.stop()
+    bodies = [
+        comment_delivery(PAGE_ID, POST, f"c_{i}", (f"u{i}", f"User {i}"), f"comment {i}")
+        for i in range(10)
+    ]
+    for body in bodies:  # one after another: stored in this order
+        assert (await st.deliver_facebook(body)).status == 200
+    st.c.worker._stopping = False
+    st.c.worker.start()
+    await st.settled(timeout=30)
+    assert failed == [fail_at]
+
+
+@pytest.mark.parametrize(
+    ("fail_at", "batch_time"),
+    [
+        ("c_0", 10.0),  # the first transaction fails: nothing of the batch was written
+        ("c_6", 0.0),  # a transaction per delivery: six were committed before the failure
+    ],
+)
+async def test_a_batch_that_fails_loses_nothing_and_shows_nothing_twice(
+    connected: Stage, monkeypatch: pytest.MonkeyPatch, fail_at: str, batch_time: float
+) -> None:
+    await _batch_failing_once_at(connected, monkeypatch, fail_at, batch_time)
+    topic = only_topic(connected)
+    assert relayed_lines(connected, topic) == [f"User {i}: comment {i}" for i in range(10)]
+    assert await count(connected, Message) == 10
+    async with connected.c.db.read() as s:
+        items = list(await s.scalars(select(InboxItem).where(InboxItem.source == "facebook")))
+    assert len(items) == 10
+    assert all(i.processed_at is not None and i.error is None for i in items)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
@@ -42,12 +43,13 @@ from bot.rules.content import additional_data, task_content, template_values
 from bot.storage.models import Contact, InboxItem, Message, Page, Post, Task, utcnow
 from bot.storage.repositories import message_view, task_view
 from bot.templates import ContactTemplate, TaskTemplate
-from bot.worker import Mark
+from bot.worker import Mark, PartlyHandled
 
 log = logging.getLogger(__name__)
 
 
 POSTS_KEPT = 4096  # posts kept in memory (a stored post never changes)
+BATCH_TIME = 0.02  # seconds of one transaction of a batch of deliveries, about
 
 # Writes one event, in the transaction it is given.
 Step = Callable[[AsyncSession], Awaitable[None]]
@@ -96,10 +98,13 @@ class FacebookEvents:
             await self.handle_event(ev)
 
     async def handle_many(self, items: list[InboxItem], mark: Mark) -> None:
-        """Several deliveries in one transaction, marked handled in it: what they need from
-        Facebook (post text, profiles) is read first, then each event is routed and
-        carried out in order, each seeing what the ones before it wrote."""
-        events = [ev for item in items for ev in self._events(item)]
+        """Several deliveries in few transactions, each delivery marked handled in the one
+        that carried it out: what they need from Facebook (post text, profiles) is read
+        first, then each event is routed and carried out in order, each seeing what the
+        ones before it wrote."""
+        per_item = [self._events(item) for item in items]
+        counts = [len(evs) for evs in per_item]
+        events = [ev for evs in per_item for ev in evs]
         async with self.core.db.read() as s:
             pages = await self.core.repo.pages.by_ids(
                 s, {ev.page_id for ev in events if not _instagram(ev)}
@@ -108,16 +113,40 @@ class FacebookEvents:
                 s, {fb_id for ev in events if (fb_id := _customer_id(ev))}
             )
             resolved = [await self._page_of(s, ev, pages) for ev in events]
-        work = [
-            await self._prepare(page, ev, known)
-            for page, ev in resolved
-            if page is not None and page.active
-        ]
-        async with self.core.tx() as s:
-            for step in work:
-                await step(s)
-
-            await mark(s, [item.id for item in items])
+        pairs = iter(resolved)
+        work: list[tuple[int, list[Step]]] = []
+        for item, n in zip(items, counts, strict=True):
+            mine = [next(pairs) for _ in range(n)]
+            work.append(
+                (
+                    item.id,
+                    [
+                        await self._prepare(page, ev, known)
+                        for page, ev in mine
+                        if page is not None and page.active
+                    ],
+                )
+            )
+        done: set[int] = set()
+        while len(done) < len(work):
+            try:
+                async with self.core.tx() as s:
+                    # SQLite answers on the loop's thread: a transaction ends after
+                    # BATCH_TIME, so requests and the intake's commit are not held up
+                    started = time.monotonic()
+                    ids: list[int] = []
+                    for item_id, item_steps in work[len(done) :]:
+                        for step in item_steps:
+                            await step(s)
+                        ids.append(item_id)
+                        if time.monotonic() - started > BATCH_TIME:
+                            break
+                    await mark(s, ids)
+            except Exception as e:
+                if not done:
+                    raise
+                raise PartlyHandled(done) from e
+            done.update(ids)
 
     async def handle_event(self, ev: FacebookEvent) -> None:
         async with self.core.db.read() as s:
