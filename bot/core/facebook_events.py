@@ -12,7 +12,7 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from functools import partial
 
@@ -55,12 +55,41 @@ BATCH_TIME = 0.02  # seconds of one transaction of a batch of deliveries, about
 Step = Callable[[AsyncSession], Awaitable[None]]
 
 
+@dataclass
+class BatchView:
+    """What a batch of deliveries read before its transactions: the contacts it names, and
+    the customer messages it carries that were not stored yet (each is looked up again
+    when it comes twice in the batch)."""
+
+    contacts: dict[str, Contact]
+    absent: set[str]
+
+    def take_absent(self, fb_id: str) -> bool:
+        if fb_id in self.absent:
+            self.absent.discard(fb_id)
+            return True
+        return False
+
+
 async def _nothing(_s: AsyncSession) -> None:
     return None
 
 
 def _instagram(ev: FacebookEvent) -> bool:
     return isinstance(ev, CommentEvent) and ev.instagram
+
+
+def _renamed(contact: Contact, name: str) -> bool:
+    """Does the webhook name the person anew (not our placeholder)?"""
+    return bool(name) and not name.startswith("Facebook user ") and contact.name != name
+
+
+def _message_id(ev: FacebookEvent) -> str | None:
+    if isinstance(ev, CommentEvent):
+        return ev.comment_id
+    if isinstance(ev, MessengerEvent):
+        return ev.mid
+    return None
 
 
 def _customer_id(ev: FacebookEvent) -> str | None:
@@ -109,9 +138,14 @@ class FacebookEvents:
             pages = await self.core.repo.pages.by_ids(
                 s, {ev.page_id for ev in events if not _instagram(ev)}
             )
-            known = await self.core.repo.contacts.by_fb_ids(
-                s, {fb_id for ev in events if (fb_id := _customer_id(ev))}
+            batch = BatchView(
+                contacts=await self.core.repo.contacts.by_fb_ids(
+                    s, {fb_id for ev in events if (fb_id := _customer_id(ev))}
+                ),
+                absent=set(),
             )
+            carried = {fb_id for ev in events if (fb_id := _message_id(ev))}
+            batch.absent = carried - await self.core.repo.messages.stored_fb_ids(s, carried)
             resolved = [await self._page_of(s, ev, pages) for ev in events]
         pairs = iter(resolved)
         work: list[tuple[int, list[Step]]] = []
@@ -121,7 +155,7 @@ class FacebookEvents:
                 (
                     item.id,
                     [
-                        await self._prepare(page, ev, known)
+                        await self._prepare(page, ev, batch)
                         for page, ev in mine
                         if page is not None and page.active
                     ],
@@ -183,14 +217,12 @@ class FacebookEvents:
             return pages.get(ev.page_id), ev
         return await self.core.repo.pages.get(s, ev.page_id), ev
 
-    async def _prepare(
-        self, page: Page, ev: FacebookEvent, known: dict[str, Contact] | None
-    ) -> Step:
+    async def _prepare(self, page: Page, ev: FacebookEvent, batch: BatchView | None) -> Step:
         """Read what the event needs from Facebook; return what writes it."""
         if isinstance(ev, CommentEvent):
-            return await self._comment_step(page, ev, known)
+            return await self._comment_step(page, ev, batch)
         if isinstance(ev, MessengerEvent):
-            return await self._direct_message_step(page, ev, known)
+            return await self._direct_message_step(page, ev, batch)
         if isinstance(ev, PostRemovedEvent):
             return partial(self._post_removed, page, ev)
         return _nothing
@@ -242,12 +274,11 @@ class FacebookEvents:
         return info
 
     async def _profile(
-        self, page: Page, fb_id: str, name: str | None, known: dict[str, Contact] | None
+        self, page: Page, fb_id: str, name: str | None, batch: BatchView | None
     ) -> tuple[str, str | None]:
-        """Name and picture for a new contact; the webhook's name wins, Graph fills gaps.
-        ``known``: the contacts already read for a batch of events."""
-        if known is not None:
-            contact = known.get(fb_id)
+        """Name and picture for a new contact; the webhook's name wins, Graph fills gaps."""
+        if batch is not None:
+            contact = batch.contacts.get(fb_id)
         else:
             async with self.core.db.read() as s:
                 contact = await self.core.repo.contacts.by_fb_id(s, fb_id)
@@ -263,8 +294,17 @@ class FacebookEvents:
         return name or f"Facebook user {fb_id}", picture
 
     async def _find_or_create_contact(
-        self, s: AsyncSession, fb_id: str, name: str, picture: str | None, page_id: str
+        self,
+        s: AsyncSession,
+        fb_id: str,
+        name: str,
+        picture: str | None,
+        page_id: str,
+        batch: BatchView | None,
     ) -> Contact:
+        read = batch.contacts.get(fb_id) if batch is not None else None
+        if read is not None and not _renamed(read, name) and not (picture and not read.picture_url):
+            return read  # as the batch read it, and nothing to change
         contact = await self.core.repo.contacts.by_fb_id(s, fb_id)
         if contact is None:
             body = await self.core.repo.templates.get(s, page_id, "contact") or {}
@@ -273,7 +313,7 @@ class FacebookEvents:
             s.add(contact)
             await s.flush()
         else:
-            if name and not name.startswith("Facebook user ") and contact.name != name:
+            if _renamed(contact, name):
                 contact.name = name
             if picture and not contact.picture_url:
                 contact.picture_url = picture
@@ -283,14 +323,12 @@ class FacebookEvents:
         body = await self.core.repo.templates.get(s, page_id, "task")
         return TaskTemplate.from_json(body) if body else TaskTemplate()
 
-    async def _comment_step(
-        self, page: Page, ev: CommentEvent, known: dict[str, Contact] | None
-    ) -> Step:
+    async def _comment_step(self, page: Page, ev: CommentEvent, batch: BatchView | None) -> Step:
         pageinfo = PageInfo(page.id, page.name)
         customer = ev.verb == "add" and ev.author.id != page.id
         post = await self._post_info(page, ev.post_id) if customer else None
         name, picture = (
-            await self._profile(page, ev.author.id, ev.author.name, known)
+            await self._profile(page, ev.author.id, ev.author.name, batch)
             if customer
             else ("", None)
         )
@@ -325,6 +363,7 @@ class FacebookEvents:
             channel=Channel.COMMENTS,
             post_id=ev.post_id,
             first_at=ev.created_time,
+            batch=batch,
         )
 
     def _store_step(
@@ -341,11 +380,17 @@ class FacebookEvents:
         channel: str,
         post_id: str | None,
         first_at: datetime,
+        batch: BatchView | None,
     ) -> Step:
         """Load the views, let routing decide, carry it out: in the caller's transaction."""
 
         async def step(s: AsyncSession) -> None:
-            known = await self.core.repo.messages.by_fb_id(s, fb_id)
+            # An echo's id may have been stored by our own answer since the batch was read:
+            # only a customer's message is taken as new on the batch's word.
+            if not by_page and batch is not None and batch.take_absent(fb_id):
+                known = None
+            else:
+                known = await self.core.repo.messages.by_fb_id(s, fb_id)
             open_task = await find_open(s)
             unconfirmed: list[Message] = []
             if by_page and open_task is not None:
@@ -365,17 +410,18 @@ class FacebookEvents:
                 channel=channel,
                 post_id=post_id,
                 first_at=first_at,
+                batch=batch,
             )
 
         return step
 
     async def _direct_message_step(
-        self, page: Page, ev: MessengerEvent, known: dict[str, Contact] | None
+        self, page: Page, ev: MessengerEvent, batch: BatchView | None
     ) -> Step:
         pageinfo = PageInfo(page.id, page.name)
         customer_id = ev.recipient_id if ev.is_echo else ev.sender_id
         name, picture = (
-            await self._profile(page, customer_id, None, known) if not ev.is_echo else ("", None)
+            await self._profile(page, customer_id, None, batch) if not ev.is_echo else ("", None)
         )
 
         def message() -> Message:
@@ -408,6 +454,7 @@ class FacebookEvents:
             channel=Channel.MESSENGER,
             post_id=None,
             first_at=ev.timestamp,
+            batch=batch,
         )
 
     async def _apply(
@@ -422,6 +469,7 @@ class FacebookEvents:
         channel: str,
         post_id: str | None,
         first_at: datetime,
+        batch: BatchView | None = None,
     ) -> None:
         match decision:
             case routing.Ignore(reason):
@@ -444,14 +492,16 @@ class FacebookEvents:
                 task = await self.core.repo.tasks.surviving(s, task)
                 if message.direction != Direction.PAGE:
                     fb_id, name, picture = contact_args
-                    await self._find_or_create_contact(s, fb_id, name, picture, page.id)
+                    await self._find_or_create_contact(s, fb_id, name, picture, page.id, batch)
                 message.task_id = task.id
                 s.add(message)
                 await s.flush()
                 self.core.add_job(s, task, Relay(task.id, message.id))
             case routing.OpenTask():
                 fb_id, name, picture = contact_args
-                contact = await self._find_or_create_contact(s, fb_id, name, picture, page.id)
+                contact = await self._find_or_create_contact(
+                    s, fb_id, name, picture, page.id, batch
+                )
                 pageinfo = PageInfo(page.id, page.name)
                 opened = datetime.now(UTC)
                 data = additional_data(

@@ -88,7 +88,13 @@ class ChatJobs:
         found = await self.task(task_id, s)
         if found is None:
             return None
-        task, platform = found
+        return self.thread_of(found[0])
+
+    def thread_of(self, task: Task) -> tuple[Task, ChatPlatform, ThreadRef]:
+        """The task with its platform and open thread (see ``opened``)."""
+        platform = self.core.platforms.get(task.chat_platform)
+        if platform is None:
+            raise DeliveryError(f"{task.chat_platform} is not configured", retryable=False)
         if task.thread_id is None or task.root_message_id is None:
             raise ThreadUnfinished("the task's thread is not open")
         return task, platform, ThreadRef(task.thread_id, task.root_message_id)

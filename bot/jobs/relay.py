@@ -35,15 +35,12 @@ class RelayJobs:
         the call, and one write with the job's end."""
         repo = self.core.repo
         async with self.core.db.read() as s:
-            found = await self.chat.opened(job.task_id, s)
-            if found is None:
-                return None
-            view = await repo.messages.relay_view(s, job.message_id)
-            if view is None or view[0].chat_message_id is not None:
-                return None
+            view = await repo.messages.relay_view(s, job.task_id, job.message_id)
+            if view is None or view[1].chat_message_id is not None:
+                return None  # the task or the message is gone, or it was shown
             waiting = await self._waiting(s, row)
-        task, platform, ref = found
-        msg, picture_url, parent_chat_id = view
+        task, platform, ref = self.chat.thread_of(view[0])
+        _, msg, picture_url, parent_chat_id = view
         if len(waiting) + 1 >= COALESCE_AT:
             return await self._digest(platform, task, ref, msg, waiting)
         post = chat_post(msg)

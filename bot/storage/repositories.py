@@ -7,7 +7,17 @@ from collections.abc import Collection, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, delete, func, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    and_,
+    bindparam,
+    delete,
+    func,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -233,34 +243,46 @@ class TaskRepository:
         return list(rows)
 
 
+def _relay_view() -> Select[Task, Message, str | None, str | None]:
+    parent = aliased(Message, name="parent")
+    return (
+        select(Task, Message, Contact.picture_url, parent.chat_message_id)
+        .select_from(Task)
+        .join(Message, Message.id == bindparam("message_id"))
+        .outerjoin(
+            Contact,
+            and_(Message.direction == Direction.CUSTOMER, Contact.fb_id == Message.author_fb_id),
+        )
+        .outerjoin(parent, parent.fb_id == Message.fb_parent_id)
+        .where(Task.id == bindparam("task_id"))
+        .limit(1)
+    )
+
+
+# built once: the hot path's statements keep their cache key and compiled form
+_RELAY_VIEW = _relay_view()
+
+
 class MessageRepository:
     async def get(self, s: AsyncSession, message_id: int) -> Message | None:
         return await s.get(Message, message_id)
 
     async def relay_view(
-        self, s: AsyncSession, message_id: int
-    ) -> tuple[Message, str | None, str | None] | None:
-        """What showing a message takes, in one read: the message, its author's picture (a
-        customer's) and the chat message of the comment it answers."""
-        parent = aliased(Message, name="parent")
-        row = (
-            await s.execute(
-                select(Message, Contact.picture_url, parent.chat_message_id)
-                .outerjoin(
-                    Contact,
-                    and_(
-                        Message.direction == Direction.CUSTOMER,
-                        Contact.fb_id == Message.author_fb_id,
-                    ),
-                )
-                .outerjoin(parent, parent.fb_id == Message.fb_parent_id)
-                .where(Message.id == message_id)
-                .limit(1)
-            )
-        ).first()
+        self, s: AsyncSession, task_id: int, message_id: int
+    ) -> tuple[Task, Message, str | None, str | None] | None:
+        """What showing a message takes, in one read: the task, the message, its author's
+        picture (a customer's) and the chat message of the comment it answers."""
+        row = (await s.execute(_RELAY_VIEW, {"task_id": task_id, "message_id": message_id})).first()
         if row is None:
             return None
-        return row[0], row[1], row[2]
+        return row[0], row[1], row[2], row[3]
+
+    async def stored_fb_ids(self, s: AsyncSession, fb_ids: Collection[str]) -> set[str]:
+        """Which of these Facebook ids are stored messages."""
+        if not fb_ids:
+            return set()
+        rows = await s.scalars(select(Message.fb_id).where(Message.fb_id.in_(list(fb_ids))))
+        return {fb_id for fb_id in rows if fb_id is not None}
 
     async def by_ids(self, s: AsyncSession, ids: Collection[int]) -> dict[int, Message]:
         if not ids:
