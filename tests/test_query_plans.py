@@ -27,6 +27,7 @@ HOT_PATH: dict[str, Query] = {
     "outbox claim": lambda s, r: r.outbox.claim(s, 1, NOW, 30.0),
     "outbox claim heads": lambda s, r: r.outbox.claim_heads(s, NOW, 30.0, 16, ["t:1"]),
     "outbox following": lambda s, r: r.outbox.following(s, "t:1", 1, 24),
+    "outbox any head": lambda s, r: r.outbox.any_head(s, NOW, []),
     "relay view": lambda s, r: r.messages.relay_view(s, 1, 1),
     "messages shown": lambda s, r: r.messages.mark_shown(s, [1, 2], "42"),
     "inbox pending": lambda s, r: r.inbox.pending(s, 50, NOW),

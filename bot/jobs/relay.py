@@ -72,12 +72,14 @@ class RelayJobs:
         """The relays queued right behind this one in its lane, not yet shown."""
         repo = self.core.repo
         queued: list[tuple[int, int]] = []
-        for follower in await repo.outbox.following(s, row.lane, row.id, COALESCE_MAX - 1):
-            if follower.kind != JobKind.RELAY:
+        for job_id, kind, payload in await repo.outbox.following(
+            s, row.lane, row.id, COALESCE_MAX - 1
+        ):
+            if kind != JobKind.RELAY:
                 break  # keep the order: an edit or a notice waits its turn
-            mid = follower.payload.get("message_id")
+            mid = payload.get("message_id")
             if isinstance(mid, int):
-                queued.append((follower.id, mid))
+                queued.append((job_id, mid))
         messages = await repo.messages.by_ids(s, [mid for _, mid in queued])
         return [
             (job_id, m)

@@ -82,6 +82,9 @@ class Database:
         path = make_url(url).database if self.is_sqlite else None
         if path and path != ":memory:":
             kwargs["async_creator"] = sqlite_inline.connector(path)
+            # Connections stay open: a new one costs a thread and its pragmas, and the
+            # outbox's 16 lanes with the inbox and the intake read at once.
+            kwargs.update(pool_size=24, max_overflow=24)
         if not self.is_sqlite:
             kwargs.update(pool_size=10, max_overflow=10, pool_pre_ping=True)
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)

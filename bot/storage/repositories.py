@@ -22,6 +22,8 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
+from sqlalchemy.sql.elements import BindParameter
+from sqlalchemy.sql.selectable import ExecutableReturnsRows
 
 from bot.domain import Channel, Direction, MessageState, TaskStatus
 from bot.routing import MessageView, TaskView
@@ -165,6 +167,9 @@ class TaskRepository:
     async def open_for_post(self, s: AsyncSession, page_id: str, post_id: str) -> Task | None:
         """The post's open task; a task merged into another leads to the surviving one
         while that is open."""
+        task = await s.scalar(_OPEN_FOR_POST, {"page_id": page_id, "post_id": post_id})
+        if task is not None:
+            return task
         where = (Task.page_id == page_id, Task.post_id == post_id)
         return await self._open_or_merged(s, where)
 
@@ -259,8 +264,79 @@ def _relay_view() -> Select[Task, Message, str | None, str | None]:
     )
 
 
-# built once: the hot path's statements keep their cache key and compiled form
+def _head_ids() -> Select[int]:
+    """The oldest pending job of each lane, where it is due and nobody holds it (a lane
+    runs in id order), but for the ``busy`` lanes. One pass over ``ix_outbox_state_lane``
+    (pending jobs only)."""
+    first = select(func.min(OutboxJob.id)).where(OutboxJob.state == "pending")
+    now: BindParameter[float] = bindparam("now")
+    return (
+        select(OutboxJob.id)
+        .where(
+            OutboxJob.id.in_(first.group_by(OutboxJob.lane)),
+            OutboxJob.next_attempt_at <= now,
+            or_(OutboxJob.claimed_until.is_(None), OutboxJob.claimed_until < now),
+            OutboxJob.lane.not_in(bindparam("busy", expanding=True)),
+        )
+        .order_by(OutboxJob.id)
+        .limit(bindparam("limit"))
+    )
+
+
+def _claim_heads(for_update: bool) -> ExecutableReturnsRows:
+    """Claim the heads until ``until``: the claim repeats the head's conditions, so of two
+    replicas that read the same head only one gets it."""
+    ids = _head_ids().with_for_update(skip_locked=True) if for_update else _head_ids()
+    now: BindParameter[float] = bindparam("now")
+    return (
+        select(OutboxJob)
+        .from_statement(
+            update(OutboxJob)
+            .where(
+                OutboxJob.id.in_(ids),
+                OutboxJob.state == "pending",
+                or_(OutboxJob.claimed_until.is_(None), OutboxJob.claimed_until < now),
+            )
+            .values(claimed_until=bindparam("until"))
+            .returning(OutboxJob)
+        )
+        .execution_options(populate_existing=True)
+    )
+
+
+# Built once, the hot path's statements keep their cache key and compiled form (building
+# a statement costs more than SQLite takes to run it).
 _RELAY_VIEW = _relay_view()
+_HEAD_IDS = _head_ids()
+_CLAIM_HEADS = _claim_heads(for_update=False)
+_CLAIM_HEADS_PG = _claim_heads(for_update=True)
+_FOLLOWING = (
+    select(OutboxJob.id, OutboxJob.kind, OutboxJob.payload)
+    .where(
+        OutboxJob.lane == bindparam("lane"),
+        OutboxJob.state == "pending",
+        OutboxJob.id > bindparam("after"),
+    )
+    .order_by(OutboxJob.id)
+    .limit(bindparam("limit"))
+)
+_COMPLETE = (
+    update(OutboxJob)
+    .where(OutboxJob.id.in_(bindparam("ids", expanding=True)), OutboxJob.state == "pending")
+    .values(state="done")
+    .execution_options(synchronize_session=False)
+)
+_MARK_SHOWN = (
+    update(Message)
+    .where(Message.id.in_(bindparam("ids", expanding=True)))
+    .values(chat_message_id=bindparam("chat"), state=MessageState.RELAYED)
+    .execution_options(synchronize_session=False)
+)
+_OPEN_FOR_POST = select(Task).where(
+    Task.page_id == bindparam("page_id"),
+    Task.post_id == bindparam("post_id"),
+    Task.status == TaskStatus.OPEN,
+)
 
 
 class MessageRepository:
@@ -292,11 +368,7 @@ class MessageRepository:
 
     async def mark_shown(self, s: AsyncSession, ids: Collection[int], chat_message_id: str) -> None:
         """Messages shown in the chat as that chat message (several: a digest)."""
-        await s.execute(
-            update(Message)
-            .where(Message.id.in_(list(ids)))
-            .values(chat_message_id=chat_message_id, state=MessageState.RELAYED)
-        )
+        await s.execute(_MARK_SHOWN, {"ids": list(ids), "chat": chat_message_id})
 
     async def by_fb_id(self, s: AsyncSession, fb_id: str) -> Message | None:
         return await s.scalar(select(Message).where(Message.fb_id == fb_id))
@@ -645,30 +717,11 @@ class OutboxRepository:
         s.add(job)
         return job
 
-    @staticmethod
-    def _head_ids(now: float, limit: int, busy: Collection[str] = ()) -> Select[Any]:
-        """The oldest pending job of each lane, where it is due and nobody holds it: a lane
-        runs in id order. One pass over ``ix_outbox_state_lane`` (pending jobs only)."""
-        first = (
-            select(func.min(OutboxJob.id))
-            .where(OutboxJob.state == "pending")
-            .group_by(OutboxJob.lane)
-        )
-        q = select(OutboxJob.id).where(
-            OutboxJob.id.in_(first),
-            OutboxJob.next_attempt_at <= now,
-            or_(OutboxJob.claimed_until.is_(None), OutboxJob.claimed_until < now),
-        )
-        if busy:
-            q = q.where(OutboxJob.lane.not_in(list(busy)))
-        return q.order_by(OutboxJob.id).limit(limit)
-
     async def heads(self, s: AsyncSession, now: float, limit: int) -> list[OutboxJob]:
         """The oldest pending job of each lane, if it is due and not claimed."""
         rows = await s.scalars(
-            select(OutboxJob)
-            .where(OutboxJob.id.in_(self._head_ids(now, limit)))
-            .order_by(OutboxJob.id)
+            select(OutboxJob).where(OutboxJob.id.in_(_HEAD_IDS)).order_by(OutboxJob.id),
+            {"now": now, "limit": limit, "busy": []},
         )
         return list(rows)
 
@@ -678,28 +731,17 @@ class OutboxRepository:
         """Claim up to ``limit`` lane heads for ``lease`` seconds in one statement, skipping
         the ``busy`` lanes (running here). The claim repeats the head's conditions, so of two
         replicas that read the same head only one gets it."""
-        ids = self._head_ids(now, limit, busy)
-        if s.get_bind().dialect.name == "postgresql":
-            ids = ids.with_for_update(skip_locked=True)
+        pg = s.get_bind().dialect.name == "postgresql"
         result = await s.scalars(
-            select(OutboxJob)
-            .from_statement(
-                update(OutboxJob)
-                .where(
-                    OutboxJob.id.in_(ids),
-                    OutboxJob.state == "pending",
-                    or_(OutboxJob.claimed_until.is_(None), OutboxJob.claimed_until < now),
-                )
-                .values(claimed_until=now + lease)
-                .returning(OutboxJob)
-            )
-            .execution_options(populate_existing=True)
+            _CLAIM_HEADS_PG if pg else _CLAIM_HEADS,
+            {"now": now, "until": now + lease, "limit": limit, "busy": list(busy)},
         )
         return sorted(result, key=lambda job: job.id)
 
     async def any_head(self, s: AsyncSession, now: float, busy: Collection[str]) -> bool:
         """Is a lane head due that nobody holds? (A read, before claiming in a write.)"""
-        return (await s.scalar(self._head_ids(now, 1, busy))) is not None
+        params = {"now": now, "limit": 1, "busy": list(busy)}
+        return (await s.scalar(_HEAD_IDS, params)) is not None
 
     async def finish_many(self, s: AsyncSession, ran: Sequence[tuple[int, int]]) -> None:
         """Jobs that ran, as (id, attempts): done, with their claims given up."""
@@ -752,23 +794,15 @@ class OutboxRepository:
 
     async def following(
         self, s: AsyncSession, lane: str, after_id: int, limit: int
-    ) -> list[OutboxJob]:
-        rows = await s.scalars(
-            select(OutboxJob)
-            .where(OutboxJob.lane == lane, OutboxJob.state == "pending", OutboxJob.id > after_id)
-            .order_by(OutboxJob.id)
-            .limit(limit)
-        )
-        return list(rows)
+    ) -> list[tuple[int, str, dict[str, Any]]]:
+        """The pending jobs queued behind ``after_id`` in its lane: (id, kind, payload)."""
+        rows = await s.execute(_FOLLOWING, {"lane": lane, "after": after_id, "limit": limit})
+        return [(row[0], row[1], row[2]) for row in rows]
 
     async def complete(self, s: AsyncSession, job_ids: Sequence[int]) -> None:
         """Jobs whose work another job did (a digest of several relays)."""
         if job_ids:
-            await s.execute(
-                update(OutboxJob)
-                .where(OutboxJob.id.in_(job_ids), OutboxJob.state == "pending")
-                .values(state="done")
-            )
+            await s.execute(_COMPLETE, {"ids": list(job_ids)})
 
     async def next_due(self, s: AsyncSession) -> float | None:
         value = await s.scalar(
