@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 LEASE = 30.0  # seconds; see Outbox.lease
 METER_EVERY = 1.0  # seconds between two counts of the backlog for /metrics
+SHARE = 1  # lane heads one replica claims at a time (PostgreSQL)
 
 # What a job that ran records of its result, written in the transaction that marks it done.
 Finish = Callable[[AsyncSession], Awaitable[None]]
@@ -112,6 +113,9 @@ class Outbox:
                 await self._renew_claims()
             except Exception:
                 log.exception("outbox poll failed")
+            if self._running_ids and not self._db.is_sqlite:
+                # claims of jobs running here are renewed by this loop: wake for it
+                wait = min(wait, self._renewed + self.lease / 3 - time.time())
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=max(0.01, min(wait, 1.0)))
 
@@ -136,7 +140,10 @@ class Outbox:
             # Claim and pace in one transaction: of two replicas that see the same head,
             # only the one whose claim succeeds spends the send; a job that must wait goes
             # back with its time, and no replica asks for it again before.
-            heads = await self._repo.claim_heads(s, now, self.lease, free, self._running)
+            now = time.time()  # the lease runs from the claim
+            # Several replicas: a few lanes at a time, so that the others get their share
+            take = free if self._db.is_sqlite else min(free, SHARE)
+            heads = await self._repo.claim_heads(s, now, self.lease, take, self._running)
             ready: list[OutboxJob] = []
             for job in heads:
                 pace = job.payload.get("pace")
@@ -155,6 +162,8 @@ class Outbox:
         for job in ready:
             self._running[job.lane] = asyncio.create_task(self._attempt(job))
             self._running_ids[job.lane] = job.id
+        if len(heads) == take < free:
+            return 0.0  # there may be more to claim
         return min(postponed, default=1.0)
 
     async def _renew_claims(self) -> None:
