@@ -105,7 +105,7 @@ class Intake:
                     break
                 batch.append(nxt)
             try:
-                async with self._db.write(urgent=True) as s:
+                async with self._db.write(durable=True) as s:
                     await self._repo.add_many(s, [row for p in batch for row in p.rows])
             except Exception as e:
                 log.exception("intake commit failed", extra={"batch": len(batch)})

@@ -492,3 +492,43 @@ async def test_the_echo_of_an_answers_file_keeps_its_id_on_that_file(db: Databas
         with_files = await MessengerRepository().answers_with_files(s, task.id)
     assert shown == 0  # none of the echoes is shown as the Page's message
     assert answer_parts.sent_file_ids(with_files) == {"m_file2"}
+
+
+async def test_sqlite_durable_writes_are_flushed_to_disk_and_the_others_wait_for_them(
+    sqlite_url: str,
+) -> None:
+    """The intake's commits (and an answer marked as being sent) use synchronous=FULL;
+    processing's commits use NORMAL, flushed with the next durable commit."""
+    db = Database(sqlite_url)
+    await db.migrate()
+    try:
+        async with db.write(durable=True) as s:
+            durable = await s.scalar(text("PRAGMA synchronous"))
+        async with db.write() as s:
+            other = await s.scalar(text("PRAGMA synchronous"))
+        async with db.read() as s:
+            journal = await s.scalar(text("PRAGMA journal_mode"))
+    finally:
+        await db.close()
+    assert (durable, other, journal) == (2, 1, "wal")  # FULL, NORMAL
+
+
+async def test_a_durable_writer_goes_before_writers_that_waited_longer(sqlite_url: str) -> None:
+    db = Database(sqlite_url)
+    await db.migrate()
+    order: list[str] = []
+    try:
+        async with db.write():
+            # while the lock is held: two plain writers, then a durable one, start waiting
+            async def write(name: str, durable: bool) -> None:
+                async with db.write(durable=durable):
+                    order.append(name)
+
+            tasks = []
+            for name, durable in (("plain 1", False), ("plain 2", False), ("durable", True)):
+                tasks.append(asyncio.create_task(write(name, durable)))
+                await asyncio.sleep(0)
+        await asyncio.gather(*tasks)
+    finally:
+        await db.close()
+    assert order == ["durable", "plain 1", "plain 2"]

@@ -63,9 +63,10 @@ class Core:
         self.on_enqueued = on_enqueued
 
     @asynccontextmanager
-    async def tx(self) -> AsyncIterator[AsyncSession]:
-        """A write transaction; the outbox is woken after it commits."""
-        async with self.db.write() as s:
+    async def tx(self, *, durable: bool = False) -> AsyncIterator[AsyncSession]:
+        """A write transaction; the outbox is woken after it commits. ``durable``: on disk
+        when it commits, power loss included (``Database.write``)."""
+        async with self.db.write(durable=durable) as s:
             yield s
         self.on_enqueued()
 

@@ -145,7 +145,8 @@ class FacebookJobs:
             for c in left
         ]
         if msg.state != MessageState.SENDING:
-            async with self.core.tx() as s:
+            # on disk before the call, so that a retry after any crash looks first
+            async with self.core.tx(durable=True) as s:
                 sending = await repo.messages.get(s, msg.id)
                 assert sending is not None
                 sending.state = MessageState.SENDING
@@ -215,7 +216,7 @@ class FacebookJobs:
     async def _keep_sending(self, message_id: int, part: int) -> None:
         """A file's send begins: if it ends without a clear answer, a retry looks for the
         file on Facebook (sent since then) before sending it again."""
-        async with self.core.tx() as s:
+        async with self.core.tx(durable=True) as s:
             row = await s.get(Message, message_id, with_for_update=True)
             assert row is not None
             row.media = answer_parts.with_part(
@@ -275,7 +276,7 @@ class FacebookJobs:
         if graph is None:
             raise DeliveryError("Facebook is not configured", retryable=False)
         token = self.core.page_token(page)
-        async with self.core.tx() as s:
+        async with self.core.tx(durable=True) as s:
             sending = await repo.messages.get(s, msg.id)
             assert sending is not None
             sending.state = MessageState.SENDING

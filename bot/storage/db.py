@@ -9,7 +9,8 @@ with an immediate "database is locked" instead of waiting).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections import deque
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -32,46 +33,57 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 MIGRATION_LOCK = 0x7061_6765_6465_736B  # "pagedesk"
 
 
-def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
-    cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA journal_mode=WAL")
-    # FULL: a commit is on disk before we acknowledge a delivery, power loss included
-    # (NORMAL in WAL mode survives a crashed process but may lose the last commits of a
-    # crashed machine). Group commit in the intake keeps the cost to one fsync per batch.
-    cur.execute("PRAGMA synchronous=FULL")
-    cur.execute("PRAGMA busy_timeout=10000")
-    cur.execute("PRAGMA foreign_keys=ON")
-    cur.close()
+def _sqlite_pragmas(synchronous: str) -> Callable[[Any, Any], None]:
+    def set_up(dbapi_conn: Any, _record: Any) -> None:
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute(f"PRAGMA synchronous={synchronous}")
+        cur.execute("PRAGMA busy_timeout=10000")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.close()
+
+    return set_up
 
 
 class _WriteLock:
-    """One writer at a time, urgent ones first: while an urgent writer waits, no other
-    writer starts waiting for the lock (those already waiting keep their turn)."""
+    """One writer at a time; when it ends, a waiting urgent writer (a durable write,
+    someone waits for it) goes before the others, whenever it began to wait."""
 
     def __init__(self) -> None:
-        self._lock = asyncio.Lock()
-        self._urgent = 0
-        self._clear = asyncio.Event()
-        self._clear.set()
+        self._held = False
+        self._waiting: tuple[deque[asyncio.Future[None]], deque[asyncio.Future[None]]] = (
+            deque(),
+            deque(),
+        )
 
     @asynccontextmanager
     async def held(self, urgent: bool) -> AsyncIterator[None]:
-        if urgent:
-            self._urgent += 1
-            self._clear.clear()
+        if self._held:
+            turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            queue = self._waiting[0 if urgent else 1]
+            queue.append(turn)
             try:
-                await self._lock.acquire()
-            finally:
-                self._urgent -= 1
-                if not self._urgent:
-                    self._clear.set()
-        else:
-            await self._clear.wait()
-            await self._lock.acquire()
+                await turn
+            except asyncio.CancelledError:
+                if turn.done() and not turn.cancelled():
+                    self._release()  # handed the lock as it was cancelled: pass it on
+                elif turn in queue:
+                    queue.remove(turn)
+                raise
+        self._held = True
         try:
             yield
         finally:
-            self._lock.release()
+            self._release()
+
+    def _release(self) -> None:
+        for queue in self._waiting:
+            while queue:
+                turn = queue.popleft()
+                if not turn.done():
+                    turn.set_result(None)  # the lock passes to that writer, still held
+                    return
+        self._held = False
 
 
 class Database:
@@ -88,18 +100,37 @@ class Database:
         if not self.is_sqlite:
             kwargs.update(pool_size=10, max_overflow=10, pool_pre_ping=True)
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)
-        if self.is_sqlite:
-            event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        self._durable_engine: AsyncEngine | None = None
+        self._durable_sessions = self.sessions
+        if self.is_sqlite:
+            # SQLite, WAL. A durable write (``write(durable=True)``: the intake's, before
+            # its 200, and an answer marked as being sent, before its call) is on disk when
+            # it commits, power loss included (synchronous=FULL), through connections of
+            # its own. Other writes are not flushed on their own (NORMAL): a crashed
+            # process loses none of them, a crashed machine may lose the last ones, which
+            # then run again; each durable commit flushes them too, as it flushes the WAL.
+            full = path is not None and path != ":memory:"
+            event.listen(
+                self.engine.sync_engine, "connect", _sqlite_pragmas("NORMAL" if full else "FULL")
+            )
+            if full:
+                kwargs.update(pool_size=2, max_overflow=4)
+                self._durable_engine = create_async_engine(url, **kwargs)
+                event.listen(self._durable_engine.sync_engine, "connect", _sqlite_pragmas("FULL"))
+                self._durable_sessions = async_sessionmaker(
+                    self._durable_engine, expire_on_commit=False
+                )
         self._write_lock = _WriteLock() if self.is_sqlite else None
 
     @asynccontextmanager
-    async def write(self, *, urgent: bool = False) -> AsyncIterator[AsyncSession]:
-        """A transaction that commits on success and rolls back on error. ``urgent``: a
-        writer someone waits for (the intake, before its 200) goes before the others that
-        have not started waiting yet (SQLite, where writes take turns)."""
+    async def write(self, *, durable: bool = False) -> AsyncIterator[AsyncSession]:
+        """A transaction that commits on success and rolls back on error. ``durable``: on
+        disk when it commits (see above; on PostgreSQL every commit is); someone waits for
+        it, so it goes before the writers that have not started waiting yet."""
         if self._write_lock is not None:
-            async with self._write_lock.held(urgent), self.sessions() as s, s.begin():
+            sessions = self._durable_sessions if durable else self.sessions
+            async with self._write_lock.held(durable), sessions() as s, s.begin():
                 yield s
         else:
             async with self.sessions() as s, s.begin():
@@ -137,6 +168,8 @@ class Database:
 
     async def close(self) -> None:
         await self.engine.dispose()
+        if self._durable_engine is not None:
+            await self._durable_engine.dispose()
 
 
 def alembic_config(url: str) -> Config:
