@@ -134,8 +134,9 @@ class Outbox:
         if not due:
             async with self._db.read() as s:
                 next_due = await self._repo.next_due(s)
-            # a lane whose head runs here wakes the loop when it ends
-            return max(0.0, min(1.0, next_due - now)) if next_due is not None else 1.0
+            # Due jobs behind a head that runs here wait for it to end, which wakes the
+            # loop; only a job due later (a retry, a paced send) sets a time.
+            return min(1.0, next_due - now) if next_due is not None and next_due > now else 1.0
         async with self._db.write() as s:
             # Claim and pace in one transaction: of two replicas that see the same head,
             # only the one whose claim succeeds spends the send; a job that must wait goes

@@ -151,7 +151,7 @@ class InboxWorker:
                     and left[n].attempts == 0
                 ):
                     n += 1
-            if n < 2 or many is None:
+            if n == 0 or many is None:
                 await self.process(left[0])
                 left.pop(0)
                 continue
