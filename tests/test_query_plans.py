@@ -23,6 +23,7 @@ HOT_PATH: dict[str, Query] = {
     "message by fb id": lambda s, r: r.messages.by_fb_id(s, "fb_1"),
     "message by chat id": lambda s, r: r.messages.by_chat_id(s, 1, "42"),
     "latest customer message": lambda s, r: r.messages.latest_customer(s, 1),
+    "catch-up: last comment seen on a post": lambda s, r: r.messages.last_seen_on_post(s, "p"),
     "outbox heads": lambda s, r: r.outbox.heads(s, NOW, 16),
     "outbox claim": lambda s, r: r.outbox.claim(s, 1, NOW, 30.0),
     "outbox claim heads": lambda s, r: r.outbox.claim_heads(s, NOW, 30.0, 16, ["t:1"]),

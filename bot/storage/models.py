@@ -126,6 +126,7 @@ class Message(Base):
         UniqueConstraint("fb_id", name="uq_messages_fb_id"),
         Index("ix_messages_task", "task_id", "id"),
         Index("ix_messages_chat", "task_id", "chat_message_id"),
+        Index("ix_messages_post", "fb_post_id", "created_at"),
         # A staff message is handled once, even if two replicas handle its update at once.
         # (Customer comments may share a chat message: a digest.)
         Index(
