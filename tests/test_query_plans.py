@@ -24,8 +24,6 @@ HOT_PATH: dict[str, Query] = {
     "message by chat id": lambda s, r: r.messages.by_chat_id(s, 1, "42"),
     "latest customer message": lambda s, r: r.messages.latest_customer(s, 1),
     "catch-up: last comment seen on a post": lambda s, r: r.messages.last_seen_on_post(s, "p"),
-    "outbox heads": lambda s, r: r.outbox.heads(s, NOW, 16),
-    "outbox claim": lambda s, r: r.outbox.claim(s, 1, NOW, 30.0),
     "outbox claim heads": lambda s, r: r.outbox.claim_heads(s, NOW, 30.0, 16, ["t:1"]),
     "outbox following": lambda s, r: r.outbox.following(s, "t:1", 1, 24),
     "outbox any head": lambda s, r: r.outbox.any_head(s, NOW, []),
@@ -53,7 +51,9 @@ async def statements(db: Database, query: Query) -> list[tuple[str, Any]]:
             await query(s, Repositories())
     finally:
         event.remove(db.engine.sync_engine, "before_cursor_execute", note)
-    return [(sql, p) for sql, p in sent if sql.lstrip().upper().startswith(("SELECT", "UPDATE"))]
+    return [
+        (sql, p) for sql, p in sent if sql.lstrip().upper().startswith(("SELECT", "UPDATE", "WITH"))
+    ]
 
 
 async def plan(db: Database, sql: str, parameters: Any) -> list[str]:

@@ -149,15 +149,14 @@ async def test_outbox_claim_is_exclusive_and_heads_keep_lane_order(db: Database)
         a2 = repo.add(s, "chat:1", "relay", {})
         b1 = repo.add(s, "chat:2", "relay", {})
     now = time.time() + 1
-    async with db.read() as s:
-        heads = [j.id for j in await repo.heads(s, now, 10)]
-    assert heads == [a1.id, b1.id]  # a2 waits behind a1
-    async with db.write() as s:
-        assert await repo.claim(s, a1.id, now, 60)
-    async with db.write() as s:
-        assert not await repo.claim(s, a1.id, now, 60)
-    async with db.read() as s:
-        assert [j.id for j in await repo.heads(s, now, 10)] == [b1.id]
+
+    async def claim(limit: int, busy: list[str]) -> list[int]:
+        async with db.write() as s:
+            return [j.id for j in await repo.claim_heads(s, now, 60, limit, busy)]
+
+    assert await claim(1, []) == [a1.id]  # the oldest head first
+    assert await claim(10, []) == [b1.id]  # a1 is claimed; a2 waits behind it
+    assert await claim(10, []) == []  # a claim is not given twice
     assert a2.id > a1.id
 
 

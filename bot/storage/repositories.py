@@ -286,7 +286,12 @@ def _head_ids() -> Select[int]:
 def _claim_heads(for_update: bool) -> ExecutableReturnsRows:
     """Claim the heads until ``until``: the claim repeats the head's conditions, so of two
     replicas that read the same head only one gets it."""
-    ids = _head_ids().with_for_update(skip_locked=True) if for_update else _head_ids()
+    ids: Select[int] = _head_ids()
+    if for_update:
+        # PostgreSQL may run a LIMIT … SKIP LOCKED subquery of an UPDATE more than once and
+        # claim more than the limit: the heads are taken once, in a materialized CTE
+        heads = ids.with_for_update(skip_locked=True).cte("heads").prefix_with("MATERIALIZED")
+        ids = select(heads.c.id)
     now: BindParameter[float] = bindparam("now")
     return (
         select(OutboxJob)
@@ -717,14 +722,6 @@ class OutboxRepository:
         s.add(job)
         return job
 
-    async def heads(self, s: AsyncSession, now: float, limit: int) -> list[OutboxJob]:
-        """The oldest pending job of each lane, if it is due and not claimed."""
-        rows = await s.scalars(
-            select(OutboxJob).where(OutboxJob.id.in_(_HEAD_IDS)).order_by(OutboxJob.id),
-            {"now": now, "limit": limit, "busy": []},
-        )
-        return list(rows)
-
     async def claim_heads(
         self, s: AsyncSession, now: float, lease: float, limit: int, busy: Collection[str]
     ) -> list[OutboxJob]:
@@ -752,19 +749,6 @@ class OutboxRepository:
                 for job_id, attempts in ran
             ],
         )
-
-    async def claim(self, s: AsyncSession, job_id: int, now: float, lease: float) -> bool:
-        """Take the job for ``lease`` seconds; False if another runner has it or it is done."""
-        result = await s.execute(
-            update(OutboxJob)
-            .where(
-                OutboxJob.id == job_id,
-                OutboxJob.state == "pending",
-                or_(OutboxJob.claimed_until.is_(None), OutboxJob.claimed_until < now),
-            )
-            .values(claimed_until=now + lease)
-        )
-        return bool(result.rowcount)  # type: ignore[attr-defined]
 
     async def extend(self, s: AsyncSession, job_ids: Sequence[int], until: float) -> None:
         """Renew the claims on jobs still running."""
