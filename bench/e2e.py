@@ -173,6 +173,41 @@ def delivery(post: int, number: int) -> bytes:
     return json.dumps(body).encode()
 
 
+async def post_signed(http: aiohttp.ClientSession, url: str, body: bytes) -> int:
+    """POST one signed delivery until it is answered 200; the tries it took after the
+    first."""
+    retries = 0
+    while True:
+        async with http.post(
+            url + "/webhooks/facebook",
+            data=body,
+            headers={
+                "Content-Type": "application/json",
+                "X-Hub-Signature-256": sign(SECRET, body),
+            },
+        ) as r:
+            await r.read()
+            if r.status == 200:
+                return retries
+        retries += 1
+        await asyncio.sleep(0.05)
+
+
+async def serve_until_signalled(app: web.Application) -> None:
+    """Serve ``app`` on a free port (printed for the parent) until SIGTERM or SIGINT."""
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    print(f"listening on 127.0.0.1:{runner.addresses[0][1]}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await runner.cleanup()
+
+
 async def post_all(
     http: aiohttp.ClientSession, url: str, bodies: list[tuple[int, bytes]], senders: int
 ) -> dict[int, float]:
@@ -183,20 +218,8 @@ async def post_all(
     async def sender() -> None:
         while todo:
             number, body = todo.pop()
-            while True:
-                async with http.post(
-                    url + "/webhooks/facebook",
-                    data=body,
-                    headers={
-                        "Content-Type": "application/json",
-                        "X-Hub-Signature-256": sign(SECRET, body),
-                    },
-                ) as r:
-                    await r.read()
-                    if r.status == 200:
-                        acked[number] = time.monotonic()
-                        break
-                await asyncio.sleep(0.05)
+            await post_signed(http, url, body)
+            acked[number] = time.monotonic()
 
     await asyncio.gather(*(sender() for _ in range(senders)))
     return acked
@@ -440,17 +463,7 @@ async def forwarder() -> None:
 
     app = web.Application()
     app.router.add_post("/webhooks/facebook", handle)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    print(f"listening on 127.0.0.1:{runner.addresses[0][1]}", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    await runner.cleanup()
+    await serve_until_signalled(app)
     await bot.session.close()
 
 

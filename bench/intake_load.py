@@ -27,7 +27,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import sys
 import tempfile
 import time
@@ -53,6 +52,7 @@ from e2e import (
     delivery,
     prepare,
     reset_postgres,
+    serve_until_signalled,
     server_env,
     while_alive,
 )
@@ -198,17 +198,7 @@ async def bare_endpoint() -> None:
 
     app = web.Application(client_max_size=1024 * 1024)
     app.router.add_post("/webhooks/facebook", handle)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    print(f"listening on 127.0.0.1:{runner.addresses[0][1]}", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    await runner.cleanup()
+    await serve_until_signalled(app)
 
 
 def main() -> int:

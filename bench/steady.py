@@ -31,13 +31,13 @@ from e2e import (
     CHAT,
     PAGE,
     PAGE_TOKEN,
-    SECRET,
     TG_TOKEN,
     USER_TOKEN,
     Child,
     TimedTelegram,
     cpu_seconds,
     delivery,
+    post_signed,
     postgres_cpu_seconds,
     prepare,
     reset_postgres,
@@ -47,7 +47,6 @@ from e2e import (
 )
 
 from bot.emulators.graph import FakeGraph
-from bot.fb.signature import sign
 
 KEPT_UP = 1.0  # seconds: the chat this far behind the last send means a backlog built up
 
@@ -72,21 +71,8 @@ async def open_loop(
     async def send(number: int, body: bytes) -> None:
         nonlocal retries
         sent[number] = time.monotonic()
-        while True:
-            async with http.post(
-                url + "/webhooks/facebook",
-                data=body,
-                headers={
-                    "Content-Type": "application/json",
-                    "X-Hub-Signature-256": sign(SECRET, body),
-                },
-            ) as r:
-                await r.read()
-                if r.status == 200:
-                    acked[number] = time.monotonic()
-                    return
-            retries += 1
-            await asyncio.sleep(0.05)
+        retries += await post_signed(http, url, body)
+        acked[number] = time.monotonic()
 
     start = time.monotonic()
     late = 0.0

@@ -147,6 +147,9 @@ class FacebookEvents:
             carried = {fb_id for ev in events if (fb_id := _message_id(ev))}
             batch.absent = carried - await self.core.repo.messages.stored_fb_ids(s, carried)
             resolved = [await self._page_of(s, ev, pages) for ev in events]
+        for page, ev in resolved:
+            if page is None or not page.active:
+                log.info("event for a page that is not connected", extra={"page_id": ev.page_id})
         pairs = iter(resolved)
         work: list[tuple[int, list[Step]]] = []
         for item, n in zip(items, counts, strict=True):

@@ -8,7 +8,6 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from sqlalchemy import update
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.core.context import Core
 from bot.domain import TaskStatus
@@ -63,15 +62,9 @@ class ChatJobs:
 
     # --- finding the task and its thread ------------------------------------------------
 
-    async def task(
-        self, task_id: int, s: AsyncSession | None = None
-    ) -> tuple[Task, ChatPlatform] | None:
-        """The task and its chat platform; None when the task is gone. Read in ``s`` when
-        given, else in a session of its own."""
-        if s is None:
-            async with self.core.db.read() as own:
-                task = await self.core.repo.tasks.get(own, task_id)
-        else:
+    async def task(self, task_id: int) -> tuple[Task, ChatPlatform] | None:
+        """The task and its chat platform; None when the task is gone."""
+        async with self.core.db.read() as s:
             task = await self.core.repo.tasks.get(s, task_id)
         if task is None:
             return None
@@ -80,15 +73,12 @@ class ChatJobs:
             raise DeliveryError(f"{task.chat_platform} is not configured", retryable=False)
         return task, platform
 
-    async def opened(
-        self, task_id: int, s: AsyncSession | None = None
-    ) -> tuple[Task, ChatPlatform, ThreadRef] | None:
+    async def opened(self, task_id: int) -> tuple[Task, ChatPlatform, ThreadRef] | None:
         """The task with its open thread. A thread that was never finished (its opening
         failed for good) counts as gone: the job then opens it."""
-        found = await self.task(task_id, s)
-        if found is None:
-            return None
-        return self.thread_of(found[0])
+        async with self.core.db.read() as s:
+            task = await self.core.repo.tasks.get(s, task_id)
+        return None if task is None else self.thread_of(task)
 
     def thread_of(self, task: Task) -> tuple[Task, ChatPlatform, ThreadRef]:
         """The task with its platform and open thread (see ``opened``)."""
