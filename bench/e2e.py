@@ -91,11 +91,15 @@ class TimedTelegram(FakeTelegram):
     def __init__(self, token: str) -> None:
         super().__init__(token=token)
         self.shown: dict[int, float] = {}
+        self.showing = 0  # sendMessage and editMessageText calls that showed a comment
 
     def _note(self, params: dict[str, Any]) -> None:
         now = time.monotonic()
-        for m in MARK.finditer(str(params.get("text") or "")):
-            self.shown.setdefault(int(m.group(1)), now)
+        hits = MARK.findall(str(params.get("text") or ""))
+        if hits:
+            self.showing += 1
+        for n in hits:
+            self.shown.setdefault(int(n), now)
 
     async def m_sendMessage(self, params: dict[str, Any]) -> Any:
         out = await super().m_sendMessage(params)
@@ -245,7 +249,7 @@ async def measure(
     """The measured load: ``args.comments`` deliveries spread over the posts."""
     bodies = [(first + i, delivery(i % args.posts, first + i)) for i in range(args.comments)]
     numbers = [n for n, _ in bodies]
-    cpu0, t0 = cpu_seconds(child.pid), time.monotonic()
+    cpu0, t0, calls0 = cpu_seconds(child.pid), time.monotonic(), tg.showing
     send = asyncio.create_task(post_all(http, child.url, bodies, args.senders))
     ok = await wait_shown(tg, numbers, args.timeout)
     t1, cpu1 = time.monotonic(), cpu_seconds(child.pid)
@@ -265,12 +269,13 @@ async def measure(
         "p50": statistics.median(lat),
         "p99": p99,
         "rss": peak_rss_mb(child.pid),
+        "calls": tg.showing - calls0,
     }
     print(
         f"{name:<10} CPU {out['cpu_ms']:6.2f} ms/comment | drained {args.comments} in "
         f"{out['drain_s']:6.2f} s ({out['rate']:5.0f}/s; all 200 after {out['intake_s']:.2f} s)"
         f" | 200→chat p50 {out['p50']:7.1f} ms p99 {out['p99']:7.1f} ms"
-        f" | peak RSS {out['rss']:4.0f} MB",
+        f" | peak RSS {out['rss']:4.0f} MB | {out['calls']:.0f} chat messages",
         flush=True,
     )
     return out

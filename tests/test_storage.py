@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from alembic.script import ScriptDirectory
-from sqlalchemy import func, select, text
+from sqlalchemy import event, func, select, text
 from sqlalchemy.exc import IntegrityError
 
 from bot.assembly import assemble
@@ -145,19 +145,62 @@ async def test_fifty_concurrent_comments_make_one_task(db: Database) -> None:
 async def test_outbox_claim_is_exclusive_and_heads_keep_lane_order(db: Database) -> None:
     repo = OutboxRepository()
     async with db.write() as s:
-        a1 = repo.add(s, "chat:1", "relay", {})
-        a2 = repo.add(s, "chat:1", "relay", {})
-        b1 = repo.add(s, "chat:2", "relay", {})
+        repo.add(s, "chat:1", "relay", {"n": 1})
+        repo.add(s, "chat:1", "relay", {"n": 2})
+        repo.add(s, "chat:2", "relay", {"n": 3})
+    async with db.read() as s:
+        a1, a2, b1 = await s.scalars(select(OutboxJob.id).order_by(OutboxJob.id))
     now = time.time() + 1
 
     async def claim(limit: int, busy: list[str]) -> list[int]:
         async with db.write() as s:
             return [j.id for j in await repo.claim_heads(s, now, 60, limit, busy)]
 
-    assert await claim(1, []) == [a1.id]  # the oldest head first
-    assert await claim(10, []) == [b1.id]  # a1 is claimed; a2 waits behind it
+    assert await claim(1, []) == [a1]  # the oldest head first
+    assert await claim(10, []) == [b1]  # a1 is claimed; a2 waits behind it
     assert await claim(10, []) == []  # a claim is not given twice
-    assert a2.id > a1.id
+    assert a2 > a1
+
+
+async def test_queued_jobs_go_in_at_commit_in_order_and_leave_with_a_rollback(
+    db: Database,
+) -> None:
+    """A transaction's jobs are inserted together as it commits, in the order they were
+    queued; a rolled-back transaction, or savepoint, takes its own with it."""
+    repo = OutboxRepository()
+    statements: list[str] = []
+
+    def seen(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if statement.startswith("INSERT INTO outbox"):
+            statements.append(statement)
+
+    event.listen(db.engine.sync_engine, "before_cursor_execute", seen)
+    try:
+        async with db.write() as s:
+            for n in range(5):
+                repo.add(s, f"chat:{n % 2}", "relay", {"n": n})
+            async with db.read() as other:  # nothing before the commit
+                assert await other.scalar(select(func.count()).select_from(OutboxJob)) == 0
+    finally:
+        event.remove(db.engine.sync_engine, "before_cursor_execute", seen)
+    assert len(statements) == 1
+    with pytest.raises(RuntimeError):
+        async with db.write() as s:
+            repo.add(s, "chat:0", "relay", {"n": 99})
+            raise RuntimeError("the transaction fails")
+    async with db.write() as s:
+        repo.add(s, "chat:0", "relay", {"n": 5})
+        with contextlib.suppress(RuntimeError):
+            async with s.begin_nested():
+                repo.add(s, "chat:0", "relay", {"n": 98})
+                raise RuntimeError("the savepoint fails")
+        async with s.begin_nested():
+            repo.add(s, "chat:0", "relay", {"n": 6})
+    async with db.read() as s:
+        rows = (await s.execute(select(OutboxJob.payload).order_by(OutboxJob.id))).scalars()
+        assert sorted(p["n"] for p in rows) == [0, 1, 2, 3, 4, 5, 6]
+        first = (await s.execute(select(OutboxJob.payload).order_by(OutboxJob.id))).scalars()
+        assert [p["n"] for p in first][:5] == [0, 1, 2, 3, 4]
 
 
 async def test_page_token_is_stored_encrypted(db: Database) -> None:

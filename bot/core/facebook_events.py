@@ -497,8 +497,7 @@ class FacebookEvents:
                     fb_id, name, picture = contact_args
                     await self._find_or_create_contact(s, fb_id, name, picture, page.id, batch)
                 message.task_id = task.id
-                s.add(message)
-                await s.flush()
+                await self.core.repo.messages.insert(s, message)
                 self.core.add_job(s, task, Relay(task.id, message.id))
             case routing.OpenTask():
                 fb_id, name, picture = contact_args
@@ -554,8 +553,7 @@ class FacebookEvents:
                 s.add(task)
                 await s.flush()
                 message.task_id = task.id
-                s.add(message)
-                await s.flush()
+                await self.core.repo.messages.insert(s, message)
                 self.core.add_job(s, task, OpenThread(task.id))
                 self.core.add_job(s, task, Relay(task.id, message.id))
                 self.core.metrics.tasks_opened.inc()
@@ -573,5 +571,6 @@ class FacebookEvents:
             return
         task.status = TaskStatus.CLOSED
         task.closed_at = utcnow()
+        await s.flush()  # a later comment of the batch looks for the post's open task unflushed
         self.core.add_job(s, task, NoticeInTask(task.id, decision.note))
         self.core.add_job(s, task, ThreadState(task.id))

@@ -25,8 +25,10 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.orm import Session
 
 from bot.storage import sqlite_inline
+from bot.storage.repositories import forget_queued_jobs, insert_queued_jobs
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 MMAP_SIZE = 256 << 20  # bytes of the SQLite file mapped into memory, at most
@@ -47,6 +49,15 @@ def _sqlite_pragmas(synchronous: str) -> Callable[[Any, Any], None]:
         cur.close()
 
     return set_up
+
+
+class JobSession(Session):
+    """A session that inserts the outbox jobs queued in a transaction as it commits, in
+    one statement (``OutboxRepository.add``)."""
+
+
+event.listen(JobSession, "before_commit", insert_queued_jobs)
+event.listen(JobSession, "after_soft_rollback", forget_queued_jobs)
 
 
 class _WriteLock:
@@ -104,7 +115,9 @@ class Database:
         if not self.is_sqlite:
             kwargs.update(pool_size=10, max_overflow=10, pool_pre_ping=True)
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)
-        self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        self.sessions = async_sessionmaker(
+            self.engine, expire_on_commit=False, sync_session_class=JobSession
+        )
         self._durable_engine: AsyncEngine | None = None
         self._durable_sessions = self.sessions
         if self.is_sqlite:
@@ -123,7 +136,7 @@ class Database:
                 self._durable_engine = create_async_engine(url, **kwargs)
                 event.listen(self._durable_engine.sync_engine, "connect", _sqlite_pragmas("FULL"))
                 self._durable_sessions = async_sessionmaker(
-                    self._durable_engine, expire_on_commit=False
+                    self._durable_engine, expire_on_commit=False, sync_session_class=JobSession
                 )
         self._write_lock = _WriteLock() if self.is_sqlite else None
 

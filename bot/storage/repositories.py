@@ -14,6 +14,7 @@ from sqlalchemy import (
     bindparam,
     delete,
     func,
+    insert,
     or_,
     select,
     update,
@@ -21,7 +22,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import aliased
+from sqlalchemy.orm import Session, SessionTransaction, aliased
 from sqlalchemy.sql.elements import BindParameter
 from sqlalchemy.sql.selectable import ExecutableReturnsRows
 
@@ -337,11 +338,19 @@ _MARK_SHOWN = (
     .values(chat_message_id=bindparam("chat"), state=MessageState.RELAYED)
     .execution_options(synchronize_session=False)
 )
-_OPEN_FOR_POST = select(Task).where(
-    Task.page_id == bindparam("page_id"),
-    Task.post_id == bindparam("post_id"),
-    Task.status == TaskStatus.OPEN,
+# Not autoflushed: a batch's pending jobs go in one INSERT at its commit. A task is
+# opened with a flush, and closed in a batch (a post removed) with one.
+_OPEN_FOR_POST = (
+    select(Task)
+    .where(
+        Task.page_id == bindparam("page_id"),
+        Task.post_id == bindparam("post_id"),
+        Task.status == TaskStatus.OPEN,
+    )
+    .execution_options(autoflush=False)
 )
+_MESSAGE_COLUMNS = tuple(c.key for c in Message.__table__.columns if c.key != "id")
+_INSERT_MESSAGE = insert(Message).returning(Message.id)  # run on the connection: Core
 
 
 class MessageRepository:
@@ -357,6 +366,16 @@ class MessageRepository:
         if row is None:
             return None
         return row[0], row[1], row[2], row[3]
+
+    async def insert(self, s: AsyncSession, message: Message) -> int:
+        """Store a new message in one INSERT outside the session's unit of work, which
+        is not flushed for it: what the session holds pending (a batch's jobs) goes in one
+        statement at commit. ``message`` stays out of the session, with its new id."""
+        given = message.__dict__
+        values = {key: given[key] for key in _MESSAGE_COLUMNS if given.get(key) is not None}
+        conn = await s.connection()
+        message.id = (await conn.execute(_INSERT_MESSAGE, values)).scalar_one()
+        return message.id
 
     async def stored_fb_ids(self, s: AsyncSession, fb_ids: Collection[str]) -> set[str]:
         """Which of these Facebook ids are stored messages."""
@@ -707,20 +726,44 @@ class InboxRepository:
         return int(result.rowcount)  # type: ignore[attr-defined]
 
 
+QUEUED_JOBS = "pagedesk.queued_jobs"
+_INSERT_JOBS = insert(OutboxJob)  # run on the connection: Core
+
+
+def insert_queued_jobs(session: Session) -> None:
+    """The jobs ``OutboxRepository.add`` queued in this session, inserted (before its
+    commit: see ``Database``)."""
+    rows = session.info.pop(QUEUED_JOBS, None)
+    if rows:
+        session.connection().execute(_INSERT_JOBS, rows)
+
+
+def forget_queued_jobs(session: Session, transaction: SessionTransaction) -> None:
+    """A rolled-back transaction's queued jobs go with it (a savepoint's were never
+    queued)."""
+    if not transaction.nested:
+        session.info.pop(QUEUED_JOBS, None)
+
+
 class OutboxRepository:
     def add(
         self, s: AsyncSession, lane: str, kind: str, payload: dict[str, Any], delay: float = 0.0
-    ) -> OutboxJob:
-        job = OutboxJob(
-            lane=lane,
-            kind=kind,
-            payload=payload,
-            state="pending",
-            attempts=0,
-            next_attempt_at=time.time() + delay,
-        )
-        s.add(job)
-        return job
+    ) -> None:
+        """Queue a job, inserted when the transaction commits: a transaction's jobs go in one
+        statement (``insert_queued_jobs``), not one flush each. In a savepoint, at once
+        (the ORM's way), so that a savepoint rolled back takes its jobs with it."""
+        row = {
+            "lane": lane,
+            "kind": kind,
+            "payload": payload,
+            "state": "pending",
+            "attempts": 0,
+            "next_attempt_at": time.time() + delay,
+        }
+        if s.in_nested_transaction():
+            s.add(OutboxJob(**row))
+        else:
+            s.sync_session.info.setdefault(QUEUED_JOBS, []).append(row)
 
     async def claim_heads(
         self, s: AsyncSession, now: float, lease: float, limit: int, busy: Collection[str]
