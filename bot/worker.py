@@ -49,6 +49,7 @@ LEASE = 30.0  # seconds a replica holds the deliveries it took, renewed while it
 LANES = 8  # lanes one replica takes at a time
 PER_LANE = 50  # deliveries of one lane taken at a time
 BATCH = 50  # deliveries handled in one transaction, at most
+METER_EVERY = 1.0  # seconds between two counts of the backlog for /metrics
 
 
 @dataclass
@@ -67,6 +68,7 @@ class InboxWorker:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        self._metered = 0.0
         self.lease = LEASE
 
     def register(self, source: str, handler: Handler, many: BatchHandler | None = None) -> None:
@@ -108,9 +110,12 @@ class InboxWorker:
         while not self._stopping:
             self._wake.clear()
             try:
-                items, until = await self.take(time.time())
-                async with self._db.read() as s:
-                    self._metrics.inbox_backlog.set(await self._repo.backlog(s))
+                now = time.time()
+                items, until = await self.take(now)
+                if now - self._metered >= METER_EVERY:
+                    async with self._db.read() as s:
+                        self._metrics.inbox_backlog.set(await self._repo.backlog(s))
+                    self._metered = now
             except Exception:
                 log.exception("inbox read failed")
                 items, until = [], 0.0
