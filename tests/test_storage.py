@@ -7,6 +7,7 @@ import contextlib
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from threading import get_ident
 from typing import Any
 
 import pytest
@@ -574,3 +575,48 @@ async def test_a_durable_writer_goes_before_writers_that_waited_longer(sqlite_ur
     finally:
         await db.close()
     assert order == ["durable", "plain 1", "plain 2"]
+
+
+async def test_sqlite_statements_run_on_the_loop_thread_and_commits_in_the_connections(
+    sqlite_url: str,
+) -> None:
+    """With a SQLite file, SQLAlchemy's cursor calls sqlite3 on the event loop's thread
+    (``sqlite_inline.InlineCursor``); a commit goes to the connection's own thread. Both
+    the session and ``AsyncConnection`` work on it (SQLAlchemy refuses a statement that
+    awaited nothing on the latter), and SQLite's errors are SQLAlchemy's as before."""
+    db = Database(sqlite_url)
+    seen: dict[str, set[int]] = {"statement": set(), "commit": set()}
+
+    def on_connect(dbapi_conn: Any, _record: Any) -> None:
+        raw = dbapi_conn.driver_connection._conn  # the sqlite3 connection
+        raw.create_function("on_thread", 0, lambda: seen["statement"].add(get_ident()) or 1)
+        raw.set_trace_callback(
+            lambda sql: seen["commit"].add(get_ident()) if sql.startswith("COMMIT") else None
+        )
+
+    event.listen(db.engine.sync_engine, "connect", on_connect)
+    await db.migrate()
+    try:
+        async with db.write() as s:
+            assert await s.scalar(text("SELECT on_thread()")) == 1
+            s.add(
+                Page(id="p1", name="P", token_encrypted="x", chat_platform="telegram", chat_id="1")
+            )
+        async with db.engine.connect() as conn:
+            assert (await conn.execute(text("SELECT on_thread()"))).scalar() == 1
+            assert (await conn.exec_driver_sql("SELECT count(*) FROM pages")).scalar() == 1
+        with pytest.raises(IntegrityError):
+            async with db.write() as s:
+                s.add(
+                    Page(
+                        id="p1",
+                        name="P",
+                        token_encrypted="x",
+                        chat_platform="telegram",
+                        chat_id="1",
+                    )
+                )
+    finally:
+        await db.close()
+    assert seen["statement"] == {get_ident()}
+    assert seen["commit"] and get_ident() not in seen["commit"]

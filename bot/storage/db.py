@@ -109,6 +109,7 @@ class Database:
         path = make_url(url).database if self.is_sqlite else None
         if path and path != ":memory:":
             kwargs["async_creator"] = sqlite_inline.connector(path)
+            kwargs["module"] = sqlite_inline.DBAPI
             # Connections stay open: a new one costs a thread and its pragmas, and the
             # outbox's 16 lanes with the inbox and the intake read at once.
             kwargs.update(pool_size=24, max_overflow=24)

@@ -5,11 +5,12 @@ from __future__ import annotations
 import time
 from collections.abc import Collection, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     ColumnElement,
     Select,
+    Table,
     and_,
     bindparam,
     delete,
@@ -359,7 +360,9 @@ _OPEN_FOR_POST = (
     .execution_options(autoflush=False)
 )
 _MESSAGE_COLUMNS = tuple(c.key for c in Message.__table__.columns if c.key != "id")
-_INSERT_MESSAGE = insert(Message).returning(Message.id)  # run on the connection: Core
+# Core statements (on the table, not the entity): the ORM neither flushes nor tracks them
+_MESSAGES = cast(Table, Message.__table__)
+_INSERT_MESSAGE = insert(_MESSAGES).returning(_MESSAGES.c.id)
 
 
 class MessageRepository:
@@ -382,8 +385,7 @@ class MessageRepository:
         statement at commit. ``message`` stays out of the session, with its new id."""
         given = message.__dict__
         values = {key: given[key] for key in _MESSAGE_COLUMNS if given.get(key) is not None}
-        conn = await s.connection()
-        message.id = (await conn.execute(_INSERT_MESSAGE, values)).scalar_one()
+        message.id = (await s.execute(_INSERT_MESSAGE, values)).scalar_one()
         return message.id
 
     async def stored_fb_ids(self, s: AsyncSession, fb_ids: Collection[str]) -> set[str]:

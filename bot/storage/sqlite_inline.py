@@ -13,15 +13,29 @@ This is safe because nothing in this process waits on SQLite's locks: in WAL mod
 never block, and every write transaction holds ``Database``'s write lock, so a statement
 never waits behind another connection of ours (``busy_timeout`` is kept short for the
 case where another process writes, such as an operator's ``sqlite3`` shell).
+
+SQLAlchemy's adapter still awaited each of those calls (open a cursor, execute, fetch,
+close: a greenlet switch there and back, and a coroutine, each). ``DBAPI`` gives it a
+cursor that calls the ``sqlite3`` cursor directly instead (awaiting once a statement, for
+SQLAlchemy's check), and rolls back directly; a commit is still awaited, in the
+connection's thread. It builds on SQLAlchemy 2.1's
+adapter classes (``pyproject.toml`` keeps to 2.1).
 """
 
 from __future__ import annotations
 
+import collections
 import sqlite3
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, cast
 
 import aiosqlite
+from sqlalchemy.dialects.sqlite.aiosqlite import (
+    AsyncAdapt_aiosqlite_connection,
+    AsyncAdapt_aiosqlite_cursor,
+    AsyncAdapt_aiosqlite_dbapi,
+)
+from sqlalchemy.util.concurrency import await_
 
 
 class InlineConnection(aiosqlite.Connection):
@@ -48,3 +62,66 @@ def connector(path: str) -> Callable[[], Any]:
         return conn
 
     return create
+
+
+class InlineCursor(AsyncAdapt_aiosqlite_cursor):
+    """SQLAlchemy's aiosqlite cursor, calling the ``sqlite3`` cursor without awaiting."""
+
+    __slots__ = ()
+    _awaitable_cursor_close = False  # close() calls the sqlite3 cursor's close directly
+
+    def _make_new_cursor(self, connection: Any) -> Any:
+        return connection._conn.cursor()  # the sqlite3 connection's
+
+    def _aenter_cursor(self, cursor: Any) -> Any:
+        return cursor
+
+    def execute(self, operation: Any, parameters: Any = None) -> Any:
+        cursor = cast(sqlite3.Cursor, self._cursor)
+        try:
+            if parameters is None:
+                cursor.execute(operation)
+            else:
+                cursor.execute(operation, parameters)
+            if cursor.description:
+                self._rows = collections.deque(cursor.fetchall())
+        except Exception as error:
+            self._adapt_connection._handle_exception(error)
+        await_(_done())
+
+    def executemany(self, operation: Any, seq_of_parameters: Sequence[Any]) -> Any:
+        try:
+            cast(sqlite3.Cursor, self._cursor).executemany(operation, seq_of_parameters)
+        except Exception as error:
+            self._adapt_connection._handle_exception(error)
+        await_(_done())
+
+
+async def _done() -> None:
+    """Awaited once a statement: ``AsyncConnection.execute`` refuses a statement that
+    awaited nothing (``AwaitRequired``), taking the driver for a blocking one."""
+
+
+class InlineAdaptedConnection(AsyncAdapt_aiosqlite_connection):
+    __slots__ = ()
+    _cursor_cls = InlineCursor
+
+    def rollback(self) -> None:
+        conn = self._connection._connection
+        if conn is not None:
+            try:
+                conn.rollback()
+            except Exception as error:
+                self._handle_exception(error)
+
+
+class InlineDBAPI(AsyncAdapt_aiosqlite_dbapi):
+    """The DB-API module SQLAlchemy's aiosqlite dialect is given (``module=``): its
+    connections are ``connector``'s, adapted by ``InlineAdaptedConnection``."""
+
+    def connect(self, *arg: Any, **kw: Any) -> InlineAdaptedConnection:
+        create = kw.pop("async_creator_fn")
+        return InlineAdaptedConnection(self, await_(create(*arg, **kw)))
+
+
+DBAPI = InlineDBAPI(aiosqlite, sqlite3)
