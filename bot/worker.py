@@ -49,6 +49,7 @@ LEASE = 30.0  # seconds a replica holds the deliveries it took, renewed while it
 LANES = 8  # lanes one replica takes at a time
 PER_LANE = 50  # deliveries of one lane taken at a time
 BATCH = 50  # deliveries handled in one transaction, at most
+TAKE = 200  # deliveries read at a time (SQLite)
 METER_EVERY = 1.0  # seconds between two counts of the backlog for /metrics
 
 
@@ -101,7 +102,7 @@ class InboxWorker:
         """The next deliveries to handle, in order, and until when they are ours."""
         if self._db.is_sqlite:
             async with self._db.read() as s:
-                return await self._repo.pending(s, 200, now), float("inf")
+                return await self._repo.pending(s, TAKE, now), float("inf")
         until = now + self.lease
         async with self._db.write() as s:
             return await self._repo.claim_lanes(s, now, until, LANES, PER_LANE), until
@@ -119,11 +120,13 @@ class InboxWorker:
             except Exception:
                 log.exception("inbox read failed")
                 items, until = [], 0.0
-            if not items:
+            if items:
+                await self._handle_taken(items, until)
+            if not items or (self._db.is_sqlite and len(items) < TAKE):
+                # nothing more stored than what was read (SQLite: this process is the only
+                # one that stores): what came in since has woken the worker
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout=1.0)
-                continue
-            await self._handle_taken(items, until)
 
     async def _handle_taken(self, items: list[InboxItem], until: float) -> None:
         if until == float("inf"):  # SQLite: nothing taken, nothing to keep or give back
