@@ -167,7 +167,9 @@ async def test_queued_jobs_go_in_at_commit_in_order_and_leave_with_a_rollback(
     db: Database,
 ) -> None:
     """A transaction's jobs are inserted together as it commits, in the order they were
-    queued; a rolled-back transaction, or savepoint, takes its own with it."""
+    queued, savepoints' included; a rolled-back transaction, or savepoint, takes its own
+    with it, and only its own (not on a failed flush, nor on a savepoint that fails as it
+    is released)."""
     repo = OutboxRepository()
     statements: list[str] = []
 
@@ -189,19 +191,32 @@ async def test_queued_jobs_go_in_at_commit_in_order_and_leave_with_a_rollback(
         async with db.write() as s:
             repo.add(s, "chat:0", "relay", {"n": 99})
             raise RuntimeError("the transaction fails")
+    page = {"name": "P", "token_encrypted": "x", "chat_platform": "telegram", "chat_id": "1"}
+    async with db.write() as s:
+        s.add(Page(id="p1", **page))
     async with db.write() as s:
         repo.add(s, "chat:0", "relay", {"n": 5})
         with contextlib.suppress(RuntimeError):
             async with s.begin_nested():
-                repo.add(s, "chat:0", "relay", {"n": 98})
-                raise RuntimeError("the savepoint fails")
+                repo.add(s, "chat:0", "relay", {"n": 97})
+                async with s.begin_nested():
+                    repo.add(s, "chat:0", "relay", {"n": 98})
+                raise RuntimeError("the savepoint fails, with the one it held")
+        with contextlib.suppress(IntegrityError):
+            async with s.begin_nested():  # a failed flush inside a savepoint
+                repo.add(s, "chat:0", "relay", {"n": 99})
+                s.add(Page(id="p1", **page))
+                await s.flush()
+        with contextlib.suppress(IntegrityError):
+            async with s.begin_nested():  # fails as it is released
+                s.add(Page(id="p1", **page))
         async with s.begin_nested():
             repo.add(s, "chat:0", "relay", {"n": 6})
+            await s.flush()
+        repo.add(s, "chat:0", "relay", {"n": 7})
     async with db.read() as s:
         rows = (await s.execute(select(OutboxJob.payload).order_by(OutboxJob.id))).scalars()
-        assert sorted(p["n"] for p in rows) == [0, 1, 2, 3, 4, 5, 6]
-        first = (await s.execute(select(OutboxJob.payload).order_by(OutboxJob.id))).scalars()
-        assert [p["n"] for p in first][:5] == [0, 1, 2, 3, 4]
+        assert [p["n"] for p in rows] == [0, 1, 2, 3, 4, 5, 6, 7]  # in the order queued
 
 
 async def test_page_token_is_stored_encrypted(db: Database) -> None:

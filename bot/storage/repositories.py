@@ -740,29 +740,50 @@ class InboxRepository:
 QUEUED_JOBS = "pagedesk.queued_jobs"
 _INSERT_JOBS = insert(OutboxJob)  # run on the connection: Core
 
+# A queued job: its row, and the savepoint it was queued in (None: the transaction itself)
+Queued = tuple[dict[str, Any], SessionTransaction | None]
+
 
 def insert_queued_jobs(session: Session) -> None:
-    """The jobs ``OutboxRepository.add`` queued in this session, inserted (before its
-    commit: see ``Database``)."""
-    rows = session.info.pop(QUEUED_JOBS, None)
-    if rows:
-        session.connection().execute(_INSERT_JOBS, rows)
+    """Before a commit (``Database``'s sessions): the jobs ``OutboxRepository.add`` queued,
+    in one statement, in the order they were queued. A savepoint released keeps its jobs
+    queued: they go in with the transaction's."""
+    if session.in_nested_transaction():
+        return  # a savepoint is being released
+    queued: list[Queued] | None = session.info.pop(QUEUED_JOBS, None)
+    if queued:
+        session.connection().execute(_INSERT_JOBS, [row for row, _ in queued])
+
+
+def _within(savepoint: SessionTransaction | None, ended: SessionTransaction) -> bool:
+    while savepoint is not None:
+        if savepoint is ended:
+            return True
+        savepoint = savepoint.parent
+    return False
 
 
 def forget_queued_jobs(session: Session, transaction: SessionTransaction) -> None:
-    """A rolled-back transaction's queued jobs go with it (a savepoint's were never
-    queued)."""
-    if not transaction.nested:
+    """A transaction rolled back takes its queued jobs with it; a savepoint rolled back,
+    the jobs queued in it (and in the savepoints it held). A failed flush rolls back the
+    savepoint it ran in, or the transaction, as SQLAlchemy does."""
+    ended: SessionTransaction | None = transaction
+    while ended is not None and not ended.nested and ended.parent is not None:
+        ended = ended.parent  # a flush's own: what it rolled back is the one around it
+    if ended is None or ended.parent is None:
         session.info.pop(QUEUED_JOBS, None)
+    else:
+        queued: list[Queued] = session.info.get(QUEUED_JOBS, [])
+        queued[:] = [(row, sp) for row, sp in queued if not _within(sp, ended)]
 
 
 class OutboxRepository:
     def add(
         self, s: AsyncSession, lane: str, kind: str, payload: dict[str, Any], delay: float = 0.0
     ) -> None:
-        """Queue a job, inserted when the transaction commits: a transaction's jobs go in one
-        statement (``insert_queued_jobs``), not one flush each. In a savepoint, at once
-        (the ORM's way), so that a savepoint rolled back takes its jobs with it."""
+        """Queue a job, inserted as the transaction commits: a transaction's jobs go in one
+        statement (``insert_queued_jobs``), not one flush each. One queued in a savepoint
+        goes if the savepoint is rolled back (``forget_queued_jobs``)."""
         row = {
             "lane": lane,
             "kind": kind,
@@ -771,10 +792,9 @@ class OutboxRepository:
             "attempts": 0,
             "next_attempt_at": time.time() + delay,
         }
-        if s.in_nested_transaction():
-            s.add(OutboxJob(**row))
-        else:
-            s.sync_session.info.setdefault(QUEUED_JOBS, []).append(row)
+        session = s.sync_session
+        queued: list[Queued] = session.info.setdefault(QUEUED_JOBS, [])
+        queued.append((row, session.get_nested_transaction()))
 
     async def claim_heads(
         self, s: AsyncSession, now: float, lease: float, limit: int, busy: Collection[str]

@@ -71,7 +71,10 @@ class InlineCursor(AsyncAdapt_aiosqlite_cursor):
     _awaitable_cursor_close = False  # close() calls the sqlite3 cursor's close directly
 
     def _make_new_cursor(self, connection: Any) -> Any:
-        return connection._conn.cursor()  # the sqlite3 connection's
+        try:
+            return connection._conn.cursor()  # the sqlite3 connection's
+        except Exception as error:  # closed: "no active connection", as aiosqlite says it
+            self._adapt_connection._handle_exception(error)
 
     def _aenter_cursor(self, cursor: Any) -> Any:
         return cursor
