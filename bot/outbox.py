@@ -131,9 +131,8 @@ class Outbox:
         postponed: list[float] = []
         async with self._db.read() as s:
             due = await self._repo.any_head(s, now, self._running)
+            next_due = None if due else await self._repo.next_due(s)
         if not due:
-            async with self._db.read() as s:
-                next_due = await self._repo.next_due(s)
             # Due jobs behind a head that runs here wait for it to end, which wakes the
             # loop; only a job due later (a retry, a paced send) sets a time.
             return min(1.0, next_due - now) if next_due is not None and next_due > now else 1.0
