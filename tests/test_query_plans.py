@@ -30,6 +30,12 @@ HOT_PATH: dict[str, Query] = {
     "relay view": lambda s, r: r.messages.relay_view(s, 1, 1),
     "messages shown": lambda s, r: r.messages.mark_shown(s, [1, 2], "42"),
     "inbox pending": lambda s, r: r.inbox.pending(s, 50, NOW),
+    "inbox marked handled": lambda s, r: r.inbox.mark_processed_many(s, [1, 2]),
+    "pages by id": lambda s, r: r.pages.by_ids(s, ["page"]),
+    "contacts by Facebook id": lambda s, r: r.contacts.by_fb_ids(s, ["u1", "u2"]),
+    "stored comment ids": lambda s, r: r.messages.stored_fb_ids(s, ["c1", "c2"]),
+    "messages by id": lambda s, r: r.messages.by_ids(s, [1, 2]),
+    "outbox next due": lambda s, r: r.outbox.next_due(s),
 }
 # several replicas (PostgreSQL) take the inbox by lanes
 PG_ONLY: dict[str, Query] = {
