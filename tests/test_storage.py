@@ -496,6 +496,10 @@ async def test_prune_forgets_old_handled_rows_and_keeps_the_rest(db: Database) -
     assert keys == {"recent-done", "old-pending", "old-failed"}
     assert states == ["done", "failed", "pending"]
     assert links == {"live"}  # an expired link to a staff file goes too
+    # nothing created since the cutoff: every done job goes, the others stay
+    assert (await maintenance.prune(timedelta(0)))[1] == 1
+    async with db.read() as s:
+        assert sorted(await s.scalars(select(OutboxJob.state))) == ["failed", "pending"]
 
 
 async def test_the_echo_of_an_answers_file_keeps_its_id_on_that_file(db: Database) -> None:

@@ -380,6 +380,10 @@ _MARK_PROCESSED = (
 )
 _INBOX_BACKLOG = select(func.count()).select_from(InboxItem).where(InboxItem.processed_at.is_(None))
 _NEXT_DUE = select(func.min(OutboxJob.next_attempt_at)).where(OutboxJob.state == "pending")
+_DELETE_JOBS = (
+    delete(OutboxJob).where(OutboxJob.id.in_(_IDS)).execution_options(synchronize_session=False)
+)
+PRUNE_CHUNK = 5000  # ids a statement deletes at most
 _OUTBOX_BACKLOG = select(func.count()).select_from(OutboxJob).where(OutboxJob.state == "pending")
 _MESSAGE_COLUMNS = tuple(c.key for c in Message.__table__.columns if c.key != "id")
 # Core statements (on the table, not the entity): the ORM neither flushes nor tracks them
@@ -879,13 +883,27 @@ class OutboxRepository:
         return int(await s.scalar(_OUTBOX_BACKLOG) or 0)
 
     async def prune(self, s: AsyncSession, created_before: datetime) -> int:
-        """Forget jobs done before then; failed and pending ones stay."""
-        result = await s.execute(
-            delete(OutboxJob).where(
-                OutboxJob.state == "done", OutboxJob.created_at < created_before
-            )
+        """Forget jobs done before then; failed and pending ones stay.
+
+        Ids grow with the time a job was created: the first job created since then bounds
+        what goes, and only the rows before it are read, by id. (``created_at`` has no
+        index, and ``state`` leads two: a filter on them read every done job, 0.37 s on
+        the loop's thread with 1,000,000, every 10 minutes.)"""
+        first_kept = await s.scalar(
+            select(OutboxJob.id)
+            .where(OutboxJob.created_at >= created_before)
+            .order_by(OutboxJob.id)
+            .limit(1)
         )
-        return int(result.rowcount)  # type: ignore[attr-defined]
+        older = select(OutboxJob.id, OutboxJob.state)
+        if first_kept is not None:
+            older = older.where(OutboxJob.id < first_kept)
+        else:
+            older = older.where(OutboxJob.created_at < created_before)
+        done = [job_id for job_id, state in await s.execute(older) if state == "done"]
+        for at in range(0, len(done), PRUNE_CHUNK):
+            await s.execute(_DELETE_JOBS, {"ids": done[at : at + PRUNE_CHUNK]})
+        return len(done)
 
 
 class Repositories:
