@@ -380,11 +380,12 @@ _MARK_PROCESSED = (
 )
 _INBOX_BACKLOG = select(func.count()).select_from(InboxItem).where(InboxItem.processed_at.is_(None))
 _NEXT_DUE = select(func.min(OutboxJob.next_attempt_at)).where(OutboxJob.state == "pending")
+_OUTBOX_BACKLOG = select(func.count()).select_from(OutboxJob).where(OutboxJob.state == "pending")
+# pruning the outbox (OutboxRepository.prune)
 _DELETE_JOBS = (
     delete(OutboxJob).where(OutboxJob.id.in_(_IDS)).execution_options(synchronize_session=False)
 )
 PRUNE_CHUNK = 5000  # ids a statement deletes at most
-_OUTBOX_BACKLOG = select(func.count()).select_from(OutboxJob).where(OutboxJob.state == "pending")
 _MESSAGE_COLUMNS = tuple(c.key for c in Message.__table__.columns if c.key != "id")
 # Core statements (on the table, not the entity): the ORM neither flushes nor tracks them
 _MESSAGES = cast(Table, Message.__table__)
