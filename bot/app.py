@@ -33,6 +33,7 @@ from bot.metrics import Metrics
 from bot.outbox import Outbox
 from bot.page_access import PAGE_ACCESS, PageAccess
 from bot.platforms.slack import SlackPlatform
+from bot.priority import AcksFirst
 from bot.storage.db import Database
 from bot.storage.models import Page
 from bot.worker import InboxWorker
@@ -121,9 +122,12 @@ def create_app(
     db = Database(settings.database_url)
     metrics = Metrics()
     tokens = TokenBox(settings.secret_key.get_secret_value()) if settings.secret_key else None
-    parts = assemble(db, tokens, metrics)
-    worker = InboxWorker(db, {}, metrics)
-    intake = Intake(db, on_stored=worker.wake)
+    # processing waits while deliveries wait for their acknowledgement (bot/priority.py)
+    acks = AcksFirst()
+    metrics.watch(acks)
+    parts = assemble(db, tokens, metrics, acks)
+    worker = InboxWorker(db, {}, metrics, acks)
+    intake = Intake(db, on_stored=worker.wake, acks=acks)
     outbox = Outbox(
         db,
         parts.jobs.execute,
@@ -131,6 +135,7 @@ def create_app(
         metrics,
         limiter_for(settings, db),
         base_delay=outbox_base_delay,
+        acks=acks,
     )
     parts.core.on_enqueued = outbox.wake
     c = Components(settings, db, metrics, parts, intake, worker, outbox, call_timeout)

@@ -21,6 +21,7 @@ from bot.jobs.moderation import ModerationJobs
 from bot.jobs.relay import RelayJobs
 from bot.jobs.runner import JobRunner
 from bot.metrics import Metrics
+from bot.priority import AcksFirst
 from bot.storage.db import Database
 
 # what a task is in each chat, for the help text
@@ -40,8 +41,10 @@ class Parts:
     media: MediaLinks  # staff files offered to Facebook; create_app gives it PUBLIC_URL
 
 
-def assemble(db: Database, tokens: TokenBox | None, metrics: Metrics) -> Parts:
-    core = Core(db, {}, tokens, metrics)
+def assemble(
+    db: Database, tokens: TokenBox | None, metrics: Metrics, acks: AcksFirst | None = None
+) -> Parts:
+    core = Core(db, {}, tokens, metrics, acks=acks)
     events = FacebookEvents(core)
     desk = StaffDesk(core)
     pages = PageAdmin(core)

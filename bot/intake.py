@@ -12,9 +12,11 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
+from bot.priority import AcksFirst
 from bot.storage.db import Database
 from bot.storage.repositories import InboxRepository
 
@@ -23,14 +25,6 @@ log = logging.getLogger(__name__)
 
 class IntakeClosed(Exception):
     pass
-
-
-@dataclass
-class _Pending:
-    rows: list[dict[str, Any]]
-    done: asyncio.Future[None] = field(
-        default_factory=lambda: asyncio.get_running_loop().create_future()
-    )
 
 
 @dataclass(frozen=True)
@@ -50,12 +44,16 @@ class Intake:
         on_stored: Callable[[], None],
         *,
         max_batch: int = 1000,
+        acks: AcksFirst | None = None,
     ) -> None:
         self._db = db
         self._repo = InboxRepository()
         self._on_stored = on_stored
         self._max_batch = max_batch
-        self._queue: asyncio.Queue[_Pending | None] = asyncio.Queue()
+        self.acks = acks if acks is not None else AcksFirst()
+        # handed in, not yet taken by the writer: each delivery's rows and its waiter
+        self._pending: list[tuple[list[tuple[Any, ...]], asyncio.Future[None]]] = []
+        self._more: asyncio.Future[None] | None = None  # the idle writer waits on it
         self._task: asyncio.Task[None] | None = None
         self._closed = False
 
@@ -73,49 +71,46 @@ class Intake:
         if self._closed:
             raise IntakeClosed("shutting down")
         now = time.time()
-        item = _Pending(
-            [
-                {
-                    "source": source,
-                    "dedupe_key": d.dedupe_key,
-                    "payload": d.payload,
-                    "lane": d.lane,
-                    "received_at": now,
-                    "processed_at": None,
-                    "attempts": 0,
-                    "next_attempt_at": 0.0,
-                }
-                for d in deliveries
-            ]
+        done = asyncio.get_running_loop().create_future()
+        self._pending.append(
+            ([(source, d.dedupe_key, d.payload, d.lane, now) for d in deliveries], done)
         )
-        await self._queue.put(item)
-        await item.done
+        more = self._more
+        if more is not None and not more.done():
+            more.set_result(None)
+        self.acks.arrived()
+        try:
+            await done
+        finally:
+            self.acks.answered()
 
     async def _writer(self) -> None:
-        stop = False
-        while not stop:
-            first = await self._queue.get()
-            if first is None:
-                return
-            batch = [first]
-            while len(batch) < self._max_batch and not self._queue.empty():
-                nxt = self._queue.get_nowait()
-                if nxt is None:
-                    stop = True
-                    break
-                batch.append(nxt)
+        loop = asyncio.get_running_loop()
+        while True:
+            if not self._pending:
+                if self._closed:
+                    return
+                self._more = loop.create_future()
+                await self._more
+                continue
+            batch = self._pending[: self._max_batch]
+            del self._pending[: self._max_batch]
+            rows = [row for rows, _ in batch for row in rows]
             try:
-                async with self._db.write(durable=True) as s:
-                    await self._repo.add_many(s, [row for p in batch for row in p.rows])
+                if self._db.writes_in_thread:
+                    await self._db.run_durably(partial(self._repo.append_fresh, rows=rows))
+                else:
+                    async with self._db.write(durable=True) as s:
+                        await self._repo.add_fresh(s, rows)
             except Exception as e:
                 log.exception("intake commit failed", extra={"batch": len(batch)})
-                for p in batch:
-                    if not p.done.done():
-                        p.done.set_exception(e)
+                for _, done in batch:
+                    if not done.done():
+                        done.set_exception(e)
                 continue
-            for p in batch:
-                if not p.done.done():
-                    p.done.set_result(None)
+            for _, done in batch:
+                if not done.done():
+                    done.set_result(None)
             self._on_stored()
 
     async def close(self) -> None:
@@ -123,7 +118,9 @@ class Intake:
         self._closed = True
         if self._task is None:
             return
-        await self._queue.put(None)
+        more = self._more
+        if more is not None and not more.done():
+            more.set_result(None)
         try:
             await asyncio.wait_for(asyncio.shield(self._task), timeout=10)
         except TimeoutError:

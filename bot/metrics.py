@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from bot.priority import AcksFirst
 
 
 class Metrics:
@@ -56,6 +62,32 @@ class Metrics:
             registry=r,
         )
 
+    def watch(self, acks: AcksFirst) -> None:
+        """Processing's time on the event loop and its waits for acknowledgements."""
+        self.registry.register(_AcksCollector(acks))
+
     def render(self) -> bytes:
         data: bytes = generate_latest(self.registry)
         return data
+
+
+class _AcksCollector(Collector):
+    def __init__(self, acks: AcksFirst) -> None:
+        self._acks = acks
+
+    def collect(self) -> Iterable[Metric]:
+        yield CounterMetricFamily(
+            "pagedesk_processing_seconds",
+            "Seconds the event loop spent processing stored deliveries and outbox jobs",
+            value=self._acks.processing,
+        )
+        yield CounterMetricFamily(
+            "pagedesk_processing_deferred_seconds",
+            "Seconds processing waited so that webhook deliveries were acknowledged first",
+            value=self._acks.deferred,
+        )
+        yield GaugeMetricFamily(
+            "pagedesk_deliveries_waiting",
+            "Webhook deliveries received and not yet acknowledged",
+            value=self._acks.waiting,
+        )

@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot.errors import DeliveryError
 from bot.limits import Limit, Limiter, Pacer
 from bot.metrics import Metrics
+from bot.priority import AcksFirst
 from bot.storage.db import Database
 from bot.storage.models import OutboxJob
 from bot.storage.repositories import OutboxRepository
@@ -57,8 +58,10 @@ class Outbox:
         concurrency: int = 16,
         max_attempts: int = 10,
         base_delay: float = 1.0,
+        acks: AcksFirst | None = None,
     ) -> None:
         self._db = db
+        self._acks = acks if acks is not None else AcksFirst()
         self._repo = OutboxRepository()
         self._execute = execute
         self._on_failed = on_failed
@@ -88,7 +91,7 @@ class Outbox:
             # SQLite serves one process: a lease still held was held by a dead process.
             async with self._db.write() as s:
                 await self._repo.release_all(s)
-        self._task = asyncio.create_task(self._run(), name="outbox")
+        self._task = asyncio.create_task(self._acks.metered(self._run()), name="outbox")
 
     async def stop(self, timeout: float = 10.0) -> None:
         """Let calls in flight finish (or time out); what has not run stays in the table."""
@@ -107,6 +110,7 @@ class Outbox:
     async def _run(self) -> None:
         while not self._stopping:
             self._wake.clear()
+            await self._acks.turn()
             wait = 1.0
             try:
                 wait = await self._dispatch_due()
@@ -160,7 +164,7 @@ class Outbox:
                 else:
                     ready.append(job)
         for job in ready:
-            self._running[job.lane] = asyncio.create_task(self._attempt(job))
+            self._running[job.lane] = asyncio.create_task(self._acks.metered(self._attempt(job)))
             self._running_ids[job.lane] = job.id
         if len(heads) == take < free:
             return 0.0  # there may be more to claim
@@ -179,6 +183,7 @@ class Outbox:
     async def _attempt(self, job: OutboxJob) -> None:
         finish: Finish | None = None
         try:
+            await self._acks.turn()
             finish = await self._execute(job)
         except DeliveryError as e:
             await self._handle_error(job, e)
@@ -200,11 +205,12 @@ class Outbox:
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._ended.append((job, finish, done))
         if self._recorder is None or self._recorder.done():
-            self._recorder = asyncio.create_task(self._record_ended())
+            self._recorder = asyncio.create_task(self._acks.metered(self._record_ended()))
         await done
 
     async def _record_ended(self) -> None:
         while self._ended:
+            await self._acks.turn()
             batch, self._ended = self._ended, []
             try:
                 async with self._db.write() as s:

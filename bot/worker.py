@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.metrics import Metrics
+from bot.priority import AcksFirst
 from bot.storage.db import Database
 from bot.storage.models import InboxItem
 from bot.storage.repositories import InboxRepository
@@ -60,8 +61,15 @@ class _Held:
 
 
 class InboxWorker:
-    def __init__(self, db: Database, handlers: dict[str, Handler], metrics: Metrics) -> None:
+    def __init__(
+        self,
+        db: Database,
+        handlers: dict[str, Handler],
+        metrics: Metrics,
+        acks: AcksFirst | None = None,
+    ) -> None:
         self._db = db
+        self._acks = acks if acks is not None else AcksFirst()
         self._repo = InboxRepository()
         self._handlers = handlers
         self._batch: dict[str, BatchHandler] = {}
@@ -83,7 +91,7 @@ class InboxWorker:
         self._wake.set()
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="inbox-worker")
+        self._task = asyncio.create_task(self._acks.metered(self._run()), name="inbox-worker")
 
     async def stop(self) -> None:
         """Finish the item in hand, then stop; the rest stays stored for the next start
@@ -110,6 +118,7 @@ class InboxWorker:
     async def _run(self) -> None:
         while not self._stopping:
             self._wake.clear()
+            await self._acks.turn()
             try:
                 now = time.time()
                 items, until = await self.take(now)
@@ -150,6 +159,7 @@ class InboxWorker:
         """Handle ``left`` in order, removing each as it is done: runs of first attempts of
         a source that takes batches go in one transaction each, the rest one by one."""
         while left and not stop():
+            await self._acks.turn()
             many = self._batch.get(left[0].source)
             n = 0
             if many is not None:

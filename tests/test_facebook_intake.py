@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 from typing import Any
 
 import pytest
@@ -11,15 +12,17 @@ from sqlalchemy import func, select
 
 from bot.emulators.stage import VERIFY_TOKEN, Stage, comment_delivery
 from bot.storage.models import InboxItem, Message, Task
+from bot.storage.repositories import InboxRepository
 from tests.conftest import PAGE_ID, connect, load_fixture
 from tests.helpers import only_topic, relayed_lines, thread_texts, topics
 
 POST = f"{PAGE_ID}_139560936755999"
 
 
-async def count(st: Stage, model: type) -> int:
+async def count(st: Stage, model: type, **where: Any) -> int:
     async with st.c.db.read() as s:
-        return int(await s.scalar(select(func.count()).select_from(model)) or 0)
+        query = select(func.count()).select_from(model).filter_by(**where)
+        return int(await s.scalar(query) or 0)
 
 
 async def test_verify_handshake_echoes_challenge(stage: Stage) -> None:
@@ -212,3 +215,25 @@ async def test_a_batch_that_fails_loses_nothing_and_shows_nothing_twice(
         items = list(await s.scalars(select(InboxItem).where(InboxItem.source == "facebook")))
     assert len(items) == 10
     assert all(i.processed_at is not None and i.error is None for i in items)
+
+
+async def test_a_delivery_that_could_not_be_stored_gets_503_and_its_resend_goes_through(
+    connected: Stage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Facebook re-sends what was not acknowledged: a failed commit answers 503 to every
+    delivery in it, stores nothing of it, and the intake goes on with the next batch."""
+    body = comment_delivery(PAGE_ID, POST, "c_disk", ("u1", "Ann"), "is it in stock?")
+    real = InboxRepository.append_fresh
+
+    def disk_full(conn: sqlite3.Connection, rows: Any) -> None:
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(InboxRepository, "append_fresh", staticmethod(disk_full))
+    failed = await connected.deliver_facebook(body)
+    assert failed.status == 503
+    assert await count(connected, InboxItem, source="facebook") == 0
+    monkeypatch.setattr(InboxRepository, "append_fresh", staticmethod(real))
+    resent = await connected.deliver_facebook(body)
+    assert resent.status == 200
+    await connected.settled()
+    assert relayed_lines(connected, only_topic(connected)) == ["Ann: is it in stock?"]

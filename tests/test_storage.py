@@ -20,6 +20,7 @@ from bot.core import answer_parts
 from bot.core.desk import StaffMessage
 from bot.crypto import TokenBox
 from bot.domain import CommentEvent, FbUser, MessengerEvent
+from bot.intake import Delivery, Intake
 from bot.metrics import Metrics
 from bot.storage.db import Database, alembic_config
 from bot.storage.models import InboxItem, MediaLink, Message, OutboxJob, Page, Task
@@ -93,6 +94,48 @@ async def test_inbox_ignores_repeats_of_source_and_key(db: Database) -> None:
     async with db.read() as s:
         keys = list(await s.scalars(select(InboxItem.dedupe_key).order_by(InboxItem.id)))
     assert keys == ["1", "2"]
+
+
+async def test_the_intake_stores_a_large_batch_whole_and_ignores_repeats(db: Database) -> None:
+    """Deliveries handed in together are committed together: on SQLite in one statement of
+    up to 1,000 rows (more: several, in one transaction), on PostgreSQL in one insert. A
+    body stored before is not stored again, and its sender is answered all the same."""
+    intake = Intake(db, on_stored=lambda: None, max_batch=5000)
+    intake.start()
+    try:
+        await intake.submit_all("facebook", [Delivery("k0", '{"first": true}', "facebook:1")])
+        submitted = [
+            intake.submit_all("facebook", [Delivery(f"k{i}", "{}", f"facebook:{i % 3}")])
+            for i in range(2500)
+        ]
+        await asyncio.gather(*submitted)
+    finally:
+        await intake.close()
+    async with db.read() as s:
+        rows = list(await s.execute(select(InboxItem.dedupe_key, InboxItem.payload)))
+    assert len(rows) == 2500
+    assert dict(rows)["k0"] == '{"first": true}'  # the repeat stored nothing
+
+
+async def test_sqlite_intake_writes_in_a_thread_of_its_own_and_flushes_each_commit(
+    sqlite_url: str,
+) -> None:
+    db = Database(sqlite_url)
+    await db.migrate()
+    try:
+        assert db.writes_in_thread
+        pragmas = await db.run_durably(
+            lambda conn: (
+                conn.execute("PRAGMA synchronous").fetchone()[0],
+                conn.execute("PRAGMA journal_mode").fetchone()[0],
+                get_ident(),
+            )
+        )
+    finally:
+        await db.close()
+    assert pragmas[:2] == (2, "wal")  # FULL
+    assert pragmas[2] != get_ident()  # not the event loop's thread
+    assert not Database("sqlite+aiosqlite:///:memory:").writes_in_thread
 
 
 async def test_the_database_refuses_a_second_open_task_for_a_post(db: Database) -> None:

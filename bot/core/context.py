@@ -30,6 +30,7 @@ from bot.jobs.kinds import (
 )
 from bot.metrics import Metrics
 from bot.ports import ChatPlatform, FacebookGateway
+from bot.priority import AcksFirst
 from bot.storage.db import Database
 from bot.storage.models import Page, Task
 from bot.storage.repositories import Repositories
@@ -53,8 +54,12 @@ class Core:
         tokens: TokenBox | None,
         metrics: Metrics,
         on_enqueued: Callable[[], None] = lambda: None,
+        *,
+        acks: AcksFirst | None = None,
     ) -> None:
         self.db = db
+        # processing's turns while webhook deliveries wait (between transactions)
+        self.acks = acks if acks is not None else AcksFirst()
         self.graph: FacebookGateway | None = None
         self.platforms = platforms
         self.tokens = tokens

@@ -50,6 +50,7 @@ log = logging.getLogger(__name__)
 
 POSTS_KEPT = 4096  # posts kept in memory (a stored post never changes)
 BATCH_TIME = 0.02  # seconds of one transaction of a batch of deliveries, about
+BATCH_TIME_BUSY = 0.005  # the same while deliveries wait for their acknowledgement
 
 # Writes one event, in the transaction it is given.
 Step = Callable[[AsyncSession], Awaitable[None]]
@@ -166,17 +167,20 @@ class FacebookEvents:
             )
         done: set[int] = set()
         while len(done) < len(work):
+            if done:
+                await self.core.acks.turn()
             try:
                 async with self.core.tx() as s:
                     # SQLite answers on the loop's thread: a transaction ends after
                     # BATCH_TIME, so requests and the intake's commit are not held up
                     started = time.monotonic()
+                    limit = BATCH_TIME_BUSY if self.core.acks.busy else BATCH_TIME
                     ids: list[int] = []
                     for item_id, item_steps in work[len(done) :]:
                         for step in item_steps:
                             await step(s)
                         ids.append(item_id)
-                        if time.monotonic() - started > BATCH_TIME:
+                        if time.monotonic() - started > limit:
                             break
                     await mark(s, ids)
             except Exception as e:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import sqlite3
 import time
 from collections.abc import Collection, Sequence
 from datetime import UTC, datetime
@@ -615,16 +617,58 @@ class QuickReplyRepository:
         return True
 
 
+_INBOX = cast(Table, InboxItem.__table__)
+# Core, on the table: the ORM's bulk insert costs 30 us a row, Core's 25
+_INBOX_ADD_PG = pg_insert(_INBOX).on_conflict_do_nothing(index_elements=["source", "dedupe_key"])
+_INBOX_ADD_SQLITE = sqlite_insert(_INBOX).on_conflict_do_nothing(
+    index_elements=["source", "dedupe_key"]
+)
+# A delivery as the intake hands it in: these columns, in this order.
+INBOX_COLUMNS = ("source", "dedupe_key", "payload", "lane", "received_at")
+_INBOX_FRESH = {"processed_at": None, "attempts": 0, "next_attempt_at": 0.0}
+_INBOX_APPEND = (
+    f"INSERT INTO {InboxItem.__tablename__} "
+    f"({', '.join(INBOX_COLUMNS)}, processed_at, attempts, next_attempt_at) VALUES "
+)
+_INBOX_APPEND_ROW = f"({', '.join('?' * len(INBOX_COLUMNS))}, NULL, 0, 0.0)"
+_INBOX_APPEND_END = " ON CONFLICT (source, dedupe_key) DO NOTHING"
+APPEND_MAX = 1000  # rows in one INSERT (5,000 parameters; SQLite takes 32,766)
+
+
+@functools.lru_cache(maxsize=64)
+def _inbox_append(rows: int) -> str:
+    return _INBOX_APPEND + ", ".join([_INBOX_APPEND_ROW] * rows) + _INBOX_APPEND_END
+
+
 class InboxRepository:
     """Durable intake. ``add_many`` ignores repeats of (source, dedupe_key)."""
 
     async def add_many(self, s: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
         if not rows:
             return
-        dialect = s.get_bind().dialect.name
-        ins = pg_insert if dialect == "postgresql" else sqlite_insert
-        stmt = ins(InboxItem).on_conflict_do_nothing(index_elements=["source", "dedupe_key"])
-        await s.execute(stmt, list(rows))
+        postgres = s.get_bind().dialect.name == "postgresql"
+        await s.execute(_INBOX_ADD_PG if postgres else _INBOX_ADD_SQLITE, list(rows))
+
+    async def add_fresh(self, s: AsyncSession, rows: Sequence[tuple[Any, ...]]) -> None:
+        """New deliveries, each ``INBOX_COLUMNS``' values."""
+        await self.add_many(
+            s, [dict(zip(INBOX_COLUMNS, row, strict=True), **_INBOX_FRESH) for row in rows]
+        )
+
+    @staticmethod
+    def append_fresh(conn: sqlite3.Connection, rows: Sequence[tuple[Any, ...]]) -> None:
+        """``add_fresh`` on a ``sqlite3`` connection in autocommit mode
+        (``Database.run_durably``), all or nothing: one statement for up to
+        ``APPEND_MAX`` rows. (``executemany`` runs a statement a row, and each lets go of
+        the GIL and takes it back from the event loop's thread.)"""
+        if len(rows) <= APPEND_MAX:
+            conn.execute(_inbox_append(len(rows)), [v for row in rows for v in row])
+            return
+        conn.execute("BEGIN IMMEDIATE")
+        for start in range(0, len(rows), APPEND_MAX):
+            chunk = rows[start : start + APPEND_MAX]
+            conn.execute(_inbox_append(len(chunk)), [v for row in chunk for v in row])
+        conn.execute("COMMIT")
 
     async def pending(self, s: AsyncSession, limit: int, now: float) -> list[InboxItem]:
         return list(await s.scalars(_INBOX_PENDING, {"now": now, "limit": limit}))
