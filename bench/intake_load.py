@@ -2,7 +2,7 @@
 acknowledges while it processes them, against a bare aiohttp endpoint that verifies and
 parses the same bodies and stores nothing. Both under wrk, in one run.
 
-    .venv/bin/python bench/intake_load.py                     # 15 s each, 32 connections
+    .venv/bin/python bench/intake_load.py                     # 15 s each (3 rounds), 32 connections
     .venv/bin/python bench/intake_load.py --duration 30 --connections 64
     .venv/bin/python bench/intake_load.py --postgres postgresql+asyncpg://postgres@127.0.0.1:5432/b
 
@@ -15,8 +15,13 @@ signature and the content type, parses the JSON and then the delivery
 (``bot.fb.webhook.parse_delivery``), and answers 200.
 
 Lua in wrk has no HMAC: the bodies (each one unique) are signed here beforehand, one
-``<signature> <body>`` a line, and bench/intake_wrk.lua cycles through them. Target: the
-server at ≥ 0.5× the bare endpoint's rate.
+``<signature> <body>`` a line, and bench/intake_wrk.lua cycles through them; each round
+against the server starts after the bodies the ones before sent. The duration is cut in
+``--rounds`` (3) taken in turn, server then bare endpoint, so that a machine whose speed
+drifts during the run (a shared one does) weighs on both alike; the server is stopped
+(SIGSTOP) during the bare endpoint's rounds, so that its backlog does not take the bare
+endpoint's core. Processing's seconds on the server's event loop during its rounds come
+from its /metrics. Target: the server at ≥ 0.5× the bare endpoint's rate.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -73,12 +79,12 @@ def write_bodies(path: Path, count: int, posts: int) -> None:
             out.write(f"{sign(SECRET, body)} {body.decode()}\n")
 
 
-async def wrk(args: argparse.Namespace, url: str, bodies: Path) -> dict[str, int]:
+async def wrk(args: argparse.Namespace, url: str, bodies: Path, first: int = 0) -> dict[str, int]:
     proc = await asyncio.create_subprocess_exec(
         args.wrk,
         f"-t{args.threads}",
         f"-c{args.connections}",
-        f"-d{args.duration:g}s",
+        f"-d{args.duration / args.rounds:g}s",
         "--timeout",
         "10s",
         "-s",
@@ -87,6 +93,7 @@ async def wrk(args: argparse.Namespace, url: str, bodies: Path) -> dict[str, int
         "--",
         str(bodies),
         str(args.threads),
+        str(first),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
     )
@@ -146,36 +153,78 @@ async def run(args: argparse.Namespace) -> int:
         base_env(tg, graph, work / "unused.db"),
         work / "bare.log",
     )
+    served: list[dict[str, int]] = []
+    bared: list[dict[str, int]] = []
     try:
         async with aiohttp.ClientSession() as http:
             await server.start()
+            await bare.start()
             try:
                 await prepare(server, tg, http, args)
                 await asyncio.sleep(1.0)
                 shown0, cpu0 = len(tg.shown), cpu_seconds(server.pid)
-                served = await while_alive(server, wrk(args, server.url, bodies))
+                sent, spent = 0, 0.0
+                # Rounds in turn, so that a machine that gets slower or faster during the run
+                # (a shared one does) weighs on both sides alike. The server is stopped
+                # (SIGSTOP) while the bare endpoint runs: its backlog must not take the
+                # bare endpoint's core.
+                for _ in range(args.rounds):
+                    spent -= await processing_seconds(http, server.url)
+                    served.append(await while_alive(server, wrk(args, server.url, bodies, sent)))
+                    spent += await processing_seconds(http, server.url)
+                    sent += served[-1]["requests"]
+                    os.kill(server.pid, signal.SIGSTOP)
+                    try:
+                        bared.append(await wrk(args, bare.url, bodies))
+                    finally:
+                        os.kill(server.pid, signal.SIGCONT)
+                    # a step of processing that the stop cut in two ends now, long; the
+                    # next round counts from after it
+                    await asyncio.sleep(0.2)
                 handled = len(tg.shown) - shown0
                 cpu = cpu_seconds(server.pid) - cpu0
             finally:
                 await server.stop()
-        await bare.start()
-        try:
-            bared = await wrk(args, bare.url, bodies)
-        finally:
-            await bare.stop()
+                await bare.stop()
     finally:
         await graph.stop()
         await tg.stop()
-    server_rate = show("server", served)
+    server_rate = show("server", total(served))
+    busy = sum(r["duration_us"] for r in served) / 1e6
     print(
-        f"          while it took them: {handled} comments reached the chat, server CPU "
-        f"{cpu:.1f} s in {served['duration_us'] / 1e6:.1f} s",
+        f"          while it took them: {handled} comments reached the chat; server CPU "
+        f"{cpu:.1f} s in {busy:.1f} s, of which processing {spent:.1f} s on the event loop",
         flush=True,
     )
-    bare_rate = show("bare", bared)
+    bare_rate = show("bare", total(bared))
     ratio = server_rate / bare_rate
+    print(
+        "rounds:    "
+        + ", ".join(f"{rate(s):.0f}/{rate(b):.0f}" for s, b in zip(served, bared, strict=True))
+        + " req/s (server/bare)"
+    )
     print(f"ratio:     {ratio:.2f} of the bare endpoint's rate (target ≥ 0.5)")
     return 0
+
+
+def rate(r: dict[str, int]) -> float:
+    return r["requests"] / (r["duration_us"] / 1e6)
+
+
+def total(rounds: list[dict[str, int]]) -> dict[str, int]:
+    """The rounds as one run: counts added up, latencies the worst round's."""
+    out = {k: sum(r[k] for r in rounds) for k in rounds[0]}
+    for k in ("p50_us", "p99_us"):
+        out[k] = max(r[k] for r in rounds)
+    return out
+
+
+async def processing_seconds(http: aiohttp.ClientSession, url: str) -> float:
+    """``pagedesk_processing_seconds_total`` from the server's /metrics."""
+    async with http.get(url + "/metrics") as resp:
+        text = await resp.text()
+    hit = re.search(r"^pagedesk_processing_seconds_total (\S+)$", text, re.M)
+    return float(hit.group(1)) if hit else float("nan")
 
 
 # --- the bare endpoint, a process of its own --------------------------------------------
@@ -204,6 +253,7 @@ async def bare_endpoint() -> None:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--duration", type=float, default=15.0, help="seconds of wrk against each")
+    ap.add_argument("--rounds", type=int, default=3, help="the duration in rounds, in turn")
     ap.add_argument("--connections", type=int, default=32)
     ap.add_argument("--threads", type=int, default=1, help="wrk's threads")
     ap.add_argument("--bodies", type=int, default=120_000, help="unique signed bodies")

@@ -1,13 +1,14 @@
 -- wrk script for bench/intake_load.py: signed Facebook deliveries, each body sent once.
 --
 --   wrk -t1 -c32 -d15s -s bench/intake_wrk.lua http://127.0.0.1:8080/webhooks/facebook \
---       -- /tmp/bodies.txt 1
+--       -- /tmp/bodies.txt 1 [first line, from 0]
 --
 -- Lua in wrk has no HMAC: the file (made by intake_load.py) holds one request a line, the
 -- X-Hub-Signature-256 value, a space, then the JSON body. With N threads, thread k sends the
--- lines k, k+N, k+2N…, so no two requests carry the same body (the server dedupes a body it
--- has seen, which would make a repeat cheaper). A thread that runs out starts again, and
--- done() says so.
+-- lines k, k+N, k+2N… from the first line on, so no two requests carry the same body (the
+-- server dedupes a body it has seen, which would make a repeat cheaper; a later run starts
+-- after the lines an earlier one sent). A thread that runs out starts again, and done()
+-- says so.
 
 local threads = {}
 
@@ -17,11 +18,11 @@ function setup(thread)
 end
 
 function init(args)
-  local path, nthreads = args[1], tonumber(args[2] or "1")
+  local path, nthreads, first = args[1], tonumber(args[2] or "1"), tonumber(args[3] or "0")
   items = {}
   local i = 0
   for line in io.lines(path) do
-    if i % nthreads == id then
+    if i >= first and (i - first) % nthreads == id then
       local space = line:find(" ", 1, true)
       items[#items + 1] = { line:sub(1, space - 1), line:sub(space + 1) }
     end
