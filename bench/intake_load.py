@@ -170,9 +170,12 @@ async def run(args: argparse.Namespace) -> int:
                 # bare endpoint's core.
                 for _ in range(args.rounds):
                     spent -= await processing_seconds(http, server.url)
-                    served.append(await while_alive(server, wrk(args, server.url, bodies, sent)))
+                    first = sent % args.bodies  # past the end: bodies the server has
+                    served.append(await while_alive(server, wrk(args, server.url, bodies, first)))
                     spent += await processing_seconds(http, server.url)
-                    sent += served[-1]["requests"]
+                    # and the requests still in flight when wrk stopped (not counted)
+                    sent += served[-1]["requests"] + args.connections
+                    served[-1]["wrapped_threads"] += sent > args.bodies
                     os.kill(server.pid, signal.SIGSTOP)
                     try:
                         bared.append(await wrk(args, bare.url, bodies))
@@ -193,7 +196,8 @@ async def run(args: argparse.Namespace) -> int:
     busy = sum(r["duration_us"] for r in served) / 1e6
     print(
         f"          while it took them: {handled} comments reached the chat; server CPU "
-        f"{cpu:.1f} s in {busy:.1f} s, of which processing {spent:.1f} s on the event loop",
+        f"{cpu:.1f} s in its {busy:.1f} s of rounds (and {0.2 * args.rounds:.1f} s of pauses "
+        f"between), of which processing {spent:.1f} s on the event loop",
         flush=True,
     )
     bare_rate = show("bare", total(bared))

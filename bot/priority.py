@@ -121,5 +121,8 @@ class _Metered:
             try:
                 value = yield yielded
                 error = None
+            except GeneratorExit:  # this driver is closed (its task was dropped): so is coro
+                coro.close()
+                raise
             except BaseException as e:  # a cancellation, thrown in by the task
                 value, error = None, e

@@ -65,6 +65,30 @@ async def test_a_metered_task_is_cancelled_inside_and_cleans_up() -> None:
     assert cleaned == ["finally ran"]
 
 
+async def test_a_metered_coroutine_closed_before_its_end_closes_the_one_inside() -> None:
+    """A task dropped unfinished is closed when it is collected: the coroutine it drives
+    must be closed with it (its ``finally`` runs), not finalized on its own afterwards."""
+    cleaned: list[str] = []
+
+    async def work() -> None:
+        try:
+            await asyncio.sleep(30)
+        finally:
+            cleaned.append("finally ran")
+
+    driver = AcksFirst().metered(work())
+    driver.send(None)  # as a task's first step: now inside the sleep
+    driver.close()
+    assert cleaned == ["finally ran"]
+    # collected in the other order: the inner coroutine finalized first
+    inner = work()
+    driver = AcksFirst().metered(inner)
+    driver.send(None)
+    inner.close()
+    driver.close()  # and no "cannot reuse already awaited coroutine"
+    assert cleaned == ["finally ran"] * 2
+
+
 async def test_processing_goes_on_at_once_while_few_deliveries_wait() -> None:
     acks = AcksFirst(share=0.1, busy_at=8)
     for _ in range(7):
@@ -76,17 +100,17 @@ async def test_processing_goes_on_at_once_while_few_deliveries_wait() -> None:
 
 
 async def test_while_deliveries_wait_processing_waits_its_share_then_goes_on() -> None:
-    acks = AcksFirst(share=0.1, busy_at=8, hold=0.2)
+    acks = AcksFirst(share=0.1, busy_at=8, hold=0.5)
+    started = time.perf_counter()
     for _ in range(8):
         acks.arrived()
     assert acks.busy
-    await asyncio.create_task(acks.metered(_hold(0.02)))  # 20 ms of processing
-    started = time.perf_counter()
+    await asyncio.create_task(acks.metered(_hold(0.05)))  # 50 ms of processing
     await acks.turn()
-    # the loop is the intake's for 9 × 20 ms, cut short when the intake was not busy for
-    # ``hold`` (0.2 s): at least 0.18 s
-    assert time.perf_counter() - started >= 0.17
-    assert acks.deferred >= 0.17
+    # the loop is the intake's for 9 × 50 ms after them, cut short when the intake has not
+    # been busy for ``hold`` (0.5 s after the eighth delivery): 0.5 s at least
+    assert time.perf_counter() - started >= 0.5
+    assert acks.deferred > 0
     for _ in range(8):
         acks.answered()
     assert acks.waiting == 0
@@ -126,12 +150,12 @@ async def test_deliveries_waiting_for_their_commit_make_processing_wait(sqlite_u
             ]
             await asyncio.sleep(0.05)
             assert acks.waiting == 10 and acks.busy
-            await asyncio.create_task(acks.metered(_hold(0.05)))  # owes 9 × 50 ms
+            charged = time.perf_counter()
+            await asyncio.create_task(acks.metered(_hold(0.05)))  # owes 9 × 50 ms after it
         await asyncio.gather(*submitted)
         assert acks.waiting == 0
-        started = time.perf_counter()
         await acks.turn()  # the intake was busy within the last 2 s: processing owes
-        assert time.perf_counter() - started >= 0.2
+        assert time.perf_counter() - charged >= 0.5
     finally:
         await intake.close()
         async with db.read() as s:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -135,7 +136,34 @@ async def test_sqlite_intake_writes_in_a_thread_of_its_own_and_flushes_each_comm
         await db.close()
     assert pragmas[:2] == (2, "wal")  # FULL
     assert pragmas[2] != get_ident()  # not the event loop's thread
-    assert not Database("sqlite+aiosqlite:///:memory:").writes_in_thread
+    memory = Database("sqlite+aiosqlite:///:memory:")
+    assert not memory.writes_in_thread
+    await memory.close()
+
+
+async def test_sqlite_intake_keeps_to_a_build_with_few_parameters_a_statement(
+    sqlite_url: str,
+) -> None:
+    """SQLite before 3.32 binds 999 parameters a statement: a batch of 500 deliveries is
+    then several statements in one transaction, not an error."""
+    db = Database(sqlite_url)
+    await db.migrate()
+    await db.run_durably(lambda conn: conn.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 999))
+    intake = Intake(db, on_stored=lambda: None)
+    intake.start()
+    try:
+        await asyncio.gather(
+            *(intake.submit_all("facebook", [Delivery(f"k{i}", "{}")]) for i in range(500))
+        )
+        async with db.read() as s:
+            stored = await s.scalar(select(func.count()).select_from(InboxItem))
+        with pytest.raises(RuntimeError, match="closed"):
+            await intake.close()
+            await db.close()
+            await db.run_durably(lambda conn: None)
+    finally:
+        await db.close()
+    assert stored == 500
 
 
 async def test_the_database_refuses_a_second_open_task_for_a_post(db: Database) -> None:

@@ -9,6 +9,7 @@ with an immediate "database is locked" instead of waiting).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 from collections import deque
 from collections.abc import AsyncIterator, Callable
@@ -155,6 +156,7 @@ class Database:
         self._path = path if path and path != ":memory:" else None
         self._thread: ThreadPoolExecutor | None = None
         self._thread_conn: sqlite3.Connection | None = None
+        self._closed = False
 
     @property
     def writes_in_thread(self) -> bool:
@@ -176,15 +178,19 @@ class Database:
         if self._path is None or self._write_lock is None:
             raise RuntimeError("run_durably: a SQLite file only")
         loop = asyncio.get_running_loop()
-        if self._thread is None:
-            self._thread = ThreadPoolExecutor(1, thread_name_prefix="sqlite-durable")
         async with self._write_lock.held(True):
+            if self._closed:
+                raise RuntimeError("the database is closed")
+            if self._thread is None:
+                self._thread = ThreadPoolExecutor(1, thread_name_prefix="sqlite-durable")
             done = loop.run_in_executor(self._thread, self._in_thread, fn)
             try:
                 return await asyncio.shield(done)
             except asyncio.CancelledError:
                 # the write lock is held until the thread has finished with the file
-                await asyncio.wait({done})
+                while not done.done():
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await asyncio.wait({done})
                 raise
 
     def _in_thread(self, fn: Callable[[sqlite3.Connection], T]) -> T:
@@ -251,10 +257,22 @@ class Database:
             await conn.run_sync(_upgrade)
 
     async def close(self) -> None:
-        if self._thread is not None:
-            thread, self._thread = self._thread, None
-            await asyncio.get_running_loop().run_in_executor(thread, self._close_thread_conn)
-            thread.shutdown()
+        self._closed = True
+        thread, self._thread = self._thread, None
+        try:
+            if thread is not None:
+                # after the thread's last write: it holds the write lock while it writes
+                assert self._write_lock is not None
+                async with self._write_lock.held(True):
+                    await asyncio.get_running_loop().run_in_executor(
+                        thread, self._close_thread_conn
+                    )
+        finally:
+            if thread is not None:
+                thread.shutdown(wait=False)
+            await self._dispose()
+
+    async def _dispose(self) -> None:
         await self.engine.dispose()
         if self._durable_engine is not None:
             await self._durable_engine.dispose()

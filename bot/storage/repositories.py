@@ -632,7 +632,7 @@ _INBOX_APPEND = (
 )
 _INBOX_APPEND_ROW = f"({', '.join('?' * len(INBOX_COLUMNS))}, NULL, 0, 0.0)"
 _INBOX_APPEND_END = " ON CONFLICT (source, dedupe_key) DO NOTHING"
-APPEND_MAX = 1000  # rows in one INSERT (5,000 parameters; SQLite takes 32,766)
+APPEND_MAX = 1000  # rows in one INSERT, at most (5,000 parameters)
 
 
 @functools.lru_cache(maxsize=64)
@@ -659,14 +659,21 @@ class InboxRepository:
     def append_fresh(conn: sqlite3.Connection, rows: Sequence[tuple[Any, ...]]) -> None:
         """``add_fresh`` on a ``sqlite3`` connection in autocommit mode
         (``Database.run_durably``), all or nothing: one statement for up to
-        ``APPEND_MAX`` rows. (``executemany`` runs a statement a row, and each lets go of
+        ``APPEND_MAX`` rows, or as many as the build's limit on parameters allows (999
+        before SQLite 3.32). (``executemany`` runs a statement a row, and each lets go of
         the GIL and takes it back from the event loop's thread.)"""
-        if len(rows) <= APPEND_MAX:
+        if not rows:
+            return
+        most = min(
+            APPEND_MAX,
+            conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // len(INBOX_COLUMNS),
+        )
+        if len(rows) <= most:
             conn.execute(_inbox_append(len(rows)), [v for row in rows for v in row])
             return
         conn.execute("BEGIN IMMEDIATE")
-        for start in range(0, len(rows), APPEND_MAX):
-            chunk = rows[start : start + APPEND_MAX]
+        for start in range(0, len(rows), most):
+            chunk = rows[start : start + most]
             conn.execute(_inbox_append(len(chunk)), [v for row in chunk for v in row])
         conn.execute("COMMIT")
 
