@@ -20,10 +20,11 @@ Two limiters apply the same rules:
 from __future__ import annotations
 
 import bisect
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -42,12 +43,19 @@ class Limit:
         return self.window + max(0.25, self.window * 0.05)
 
 
+EXACT_UP_TO = 256  # a limit of more sends a window counts them per slot of the window
+SLOTS = 64  # slots of the guarded window, for those
+
+
 @dataclass
 class Budget:
-    """What one key has spent: send times still inside the guarded window (oldest first,
-    at most ``count`` of them) and GCRA's theoretical arrival time (0: none yet)."""
+    """What one key has spent: GCRA's theoretical arrival time (0: none yet), and the
+    sends still inside the guarded window. For a limit of up to ``EXACT_UP_TO`` sends, their
+    times (oldest first, at most ``count``); above it, ``[slot, sends]`` pairs (oldest
+    first), the window cut in ``SLOTS`` slots, so that a raised limit (10,000 a minute)
+    does not keep, read and write thousands of times on every send."""
 
-    sent: list[float] = field(default_factory=list)
+    sent: list[Any] = field(default_factory=list)
     tat: float = 0.0
 
 
@@ -66,14 +74,17 @@ class Rules:
 
     def wait(self, limit: Limit, budget: Budget, now: float, cost: int) -> float:
         """0, or the seconds until ``cost`` more sends fit (drops what left the window)."""
-        sent = budget.sent
-        del sent[: bisect.bisect_right(sent, now - limit.guarded)]
-        wait = 0.0
         need = min(cost, limit.count)
-        if len(sent) + need > limit.count:
-            # the oldest sends that must age out of the window first
-            oldest = sent[len(sent) + need - limit.count - 1]
-            wait = oldest + limit.guarded - now
+        if limit.count > EXACT_UP_TO:
+            wait = _slots_wait(limit, budget, now, need)
+        else:
+            sent = budget.sent = _times(budget.sent, limit)
+            del sent[: bisect.bisect_right(sent, now - limit.guarded)]
+            wait = 0.0
+            if len(sent) + need > limit.count:
+                # the oldest sends that must age out of the window first
+                oldest = sent[len(sent) + need - limit.count - 1]
+                wait = oldest + limit.guarded - now
         interval = limit.guarded / limit.count
         tolerance = (max(1, int(limit.count * self._burst_share)) - 1) * interval
         tat = max(budget.tat, now)
@@ -83,9 +94,63 @@ class Rules:
 
     @staticmethod
     def spend(limit: Limit, budget: Budget, now: float, cost: int) -> None:
-        budget.sent.extend([now] * cost)
-        del budget.sent[: max(0, len(budget.sent) - limit.count)]
+        if limit.count > EXACT_UP_TO:
+            slots = budget.sent = _slots(budget.sent, limit)
+            slot = math.floor(now / (limit.guarded / SLOTS))
+            if slots and slots[-1][0] == slot:
+                slots[-1] = [slot, slots[-1][1] + cost]
+            else:
+                slots.append([slot, cost])
+        else:
+            budget.sent = _times(budget.sent, limit)
+            budget.sent.extend([now] * cost)
+            del budget.sent[: max(0, len(budget.sent) - limit.count)]
         budget.tat = max(budget.tat, now) + cost * limit.guarded / limit.count
+
+
+def _slots_wait(limit: Limit, budget: Budget, now: float, need: int) -> float:
+    """The window rule on slots: a slot counts whole while any of it is inside the window,
+    so the sends of any window are never more than the limit (it may wait up to a slot,
+    1/64 of the window, longer than counting each send would)."""
+    width = limit.guarded / SLOTS
+    slots = budget.sent = _slots(budget.sent, limit)
+    first = math.floor((now - limit.guarded) / width)  # the oldest slot still inside
+    while slots and slots[0][0] < first:
+        del slots[0]
+    over = sum(n for _, n in slots) + need - limit.count
+    for slot, n in slots:
+        if over <= 0:
+            break
+        over -= n
+        if over <= 0:  # once this slot has left the window, the sends fit
+            return float((slot + 1) * width + limit.guarded - now)
+    return 0.0
+
+
+def _slots(sent: list[Any], limit: Limit) -> list[Any]:
+    """``sent`` as ``[slot, sends]`` pairs (times kept before the limit was raised are
+    counted in their slots)."""
+    if not sent or isinstance(sent[0], list):
+        return sent
+    width = limit.guarded / SLOTS
+    slots: list[Any] = []
+    for t in sent:
+        slot = math.floor(t / width)
+        if slots and slots[-1][0] == slot:
+            slots[-1][1] += 1
+        else:
+            slots.append([slot, 1])
+    return slots
+
+
+def _times(sent: list[Any], limit: Limit) -> list[Any]:
+    """``sent`` as send times (slots kept before the limit was lowered: their sends at
+    the slot's end, the latest they may have been, at most ``count``)."""
+    if not sent or not isinstance(sent[0], list):
+        return sent
+    width = limit.guarded / SLOTS
+    times = [(slot + 1) * width for slot, n in sent for _ in range(min(n, limit.count))]
+    return times[-limit.count :]
 
 
 class Pacer:

@@ -3,6 +3,7 @@ schedule; every comment still reaches staff once and every answer reaches Facebo
 
 from __future__ import annotations
 
+import bisect
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 from sqlalchemy import select
 
 from bot.emulators.stage import Stage, comment_delivery
+from bot.limits import EXACT_UP_TO, SLOTS, Budget
 from bot.outbox import Limit, Pacer, backoff
 from bot.storage.models import InboxItem, OutboxJob
 from tests.conftest import AGENT, CHAT_ID, PAGE_ID, connect, load_fixture
@@ -218,6 +220,43 @@ def test_pacer_spreads_a_burst_after_a_short_allowance() -> None:
             sent.append(now)
         now += 0.5
     assert max(sum(1 for t in sent if s <= t < s + 60) for s in sent) <= 20
+
+
+@pytest.mark.parametrize("count", [20, 256, 257, 3000])
+def test_pacing_never_lets_more_than_the_limit_into_any_window(count: int) -> None:
+    """Above 256 sends a window, the sends are counted per slot (1/64 of the window):
+    still never more than the limit in any window, and close to the limit's rate."""
+    limit = Limit(count, 60.0)
+    pacer = Pacer({"tg:chat": limit})
+    keys = ["tg:chat:-1"]
+    sent: list[float] = []
+    now, step = 0.0, limit.guarded / count / 1.7  # asks faster than it may send
+    while now < 5 * limit.guarded:
+        cost = 2 if len(sent) % 7 == 3 else 1
+        if pacer.reserve(keys, now, cost) == 0.0:
+            sent += [now] * cost
+        now += step
+    most = max(bisect.bisect_left(sent, t + limit.guarded) - i for i, t in enumerate(sent))
+    assert most <= count
+    assert len(sent) >= 0.9 * count * (now / limit.guarded)  # and not much below it
+    state = pacer._budgets["tg:chat:-1"].sent
+    assert len(state) <= (count if count <= EXACT_UP_TO else SLOTS + 1)
+
+
+def test_pacing_state_follows_a_limit_raised_or_lowered() -> None:
+    """Send times kept under a small limit count in their slots once it is raised, and
+    slots kept under a large one become times (the latest they may have been) when it is
+    lowered: the window still holds."""
+    raised = Pacer({"tg:chat": Limit(1000, 60.0)}, burst_share=1.0)
+    raised._budgets["tg:chat:-1"] = Budget(sent=sorted([float(t) for t in range(10)] * 10))
+    assert raised.reserve(["tg:chat:-1"], 11.0) == 0.0
+    slots = raised._budgets["tg:chat:-1"].sent
+    assert all(isinstance(s, list) for s in slots) and sum(n for _, n in slots) == 101
+    lowered = Pacer({"tg:chat": Limit(50, 60.0)}, burst_share=1.0)
+    lowered._budgets["tg:chat:-1"] = Budget(sent=slots)
+    wait = lowered.reserve(["tg:chat:-1"], 11.0)
+    assert wait > 49.0  # 50 sends counted in the window: the next waits for them to leave
+    assert lowered._budgets["tg:chat:-1"].sent == sorted(lowered._budgets["tg:chat:-1"].sent)
 
 
 def test_backoff_grows_with_jitter_and_a_cap() -> None:
