@@ -12,10 +12,13 @@ import time
 import pytest
 from sqlalchemy import func, select
 
+from bot.emulators.stage import Stage, comment_delivery
 from bot.intake import Delivery, Intake
 from bot.priority import AcksFirst
 from bot.storage.db import Database
 from bot.storage.models import InboxItem
+from tests.conftest import PAGE_ID
+from tests.helpers import only_topic, relayed_lines
 
 
 def hold_the_loop(seconds: float) -> None:
@@ -162,3 +165,52 @@ async def test_deliveries_waiting_for_their_commit_make_processing_wait(sqlite_u
             stored = await s.scalar(select(func.count()).select_from(InboxItem))
         await db.close()
     assert stored == 10
+
+
+async def test_the_server_counts_the_deliveries_waiting_and_loses_none(connected: Stage) -> None:
+    """The real app: deliveries that wait for their commit (a processing transaction holds
+    the write lock) show on /metrics, make the intake busy, are all answered 200 once it
+    ends, and are all handled; processing's time on the loop is counted."""
+    post = f"{PAGE_ID}_777"
+    first = await connected.deliver_facebook(
+        comment_delivery(PAGE_ID, post, "c_first", ("u0", "Ann"), "hello")
+    )
+    assert first.status == 200
+    await connected.settled()
+    acks = connected.c.intake.acks
+    async with connected.c.db.write():
+        sending = [
+            asyncio.create_task(
+                connected.deliver_facebook(
+                    comment_delivery(PAGE_ID, post, f"c_{i}", (f"u{i}", f"User {i}"), f"n{i}")
+                )
+            )
+            for i in range(20)
+        ]
+        for _ in range(200):
+            if acks.waiting == 20:
+                break
+            await asyncio.sleep(0.01)
+        metrics = await _metrics(connected)
+        assert metrics["pagedesk_deliveries_waiting"] == 20.0
+        assert acks.busy
+    answers = await asyncio.gather(*sending)
+    assert [r.status for r in answers] == [200] * 20
+    await connected.settled()
+    lines = relayed_lines(connected, only_topic(connected))
+    assert sorted(lines[1:]) == sorted(f"User {i}: n{i}" for i in range(20))
+    metrics = await _metrics(connected)
+    assert metrics["pagedesk_deliveries_waiting"] == 0.0
+    assert metrics["pagedesk_processing_seconds_total"] > 0
+
+
+async def _metrics(st: Stage) -> dict[str, float]:
+    assert st.http is not None
+    async with st.http.get(st.url + "/metrics") as resp:
+        text = await resp.text()
+    return {
+        name: float(value)
+        for line in text.splitlines()
+        if line.startswith("pagedesk_") and len(parts := line.split()) == 2
+        for name, value in [parts]
+    }
