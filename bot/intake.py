@@ -18,7 +18,7 @@ from typing import Any
 
 from bot.priority import AcksFirst
 from bot.storage.db import Database
-from bot.storage.repositories import InboxRepository
+from bot.storage.inbox import InboxRepository
 
 log = logging.getLogger(__name__)
 

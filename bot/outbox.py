@@ -22,8 +22,8 @@ from bot.limits import Limit, Limiter, Pacer
 from bot.metrics import Metrics
 from bot.priority import AcksFirst
 from bot.storage.db import Database
+from bot.storage.jobs import OutboxRepository
 from bot.storage.models import OutboxJob
-from bot.storage.repositories import OutboxRepository
 
 __all__ = ["Executor", "FailureHandler", "Finish", "Limit", "Outbox", "Pacer", "backoff"]
 

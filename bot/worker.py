@@ -23,8 +23,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot.metrics import Metrics
 from bot.priority import AcksFirst
 from bot.storage.db import Database
+from bot.storage.inbox import InboxRepository
 from bot.storage.models import InboxItem
-from bot.storage.repositories import InboxRepository
 
 log = logging.getLogger(__name__)
 

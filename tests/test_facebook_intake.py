@@ -11,8 +11,8 @@ import pytest
 from sqlalchemy import func, select
 
 from bot.emulators.stage import VERIFY_TOKEN, Stage, comment_delivery
+from bot.storage.inbox import InboxRepository
 from bot.storage.models import InboxItem, Message, Task
-from bot.storage.repositories import InboxRepository
 from tests.conftest import PAGE_ID, connect, load_fixture
 from tests.helpers import only_topic, relayed_lines, thread_texts, topics
 

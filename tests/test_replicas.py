@@ -38,8 +38,8 @@ from bot.limits import Limit, SharedLimiter
 from bot.metrics import Metrics
 from bot.outbox import Outbox
 from bot.storage.db import Database, alembic_config
+from bot.storage.jobs import OutboxRepository
 from bot.storage.models import InboxItem, OutboxJob
-from bot.storage.repositories import OutboxRepository
 from tests.conftest import ADMIN, ADMIN_ID, AGENT, POSTGRES_URL
 from tests.helpers import DIGEST_HEAD, plain
 from tests.test_crash import Server

@@ -24,8 +24,10 @@ from bot.domain import CommentEvent, FbUser, MessengerEvent
 from bot.intake import Delivery, Intake
 from bot.metrics import Metrics
 from bot.storage.db import Database, alembic_config
+from bot.storage.inbox import InboxRepository
+from bot.storage.jobs import OutboxRepository
 from bot.storage.models import InboxItem, MediaLink, Message, OutboxJob, Page, Task
-from bot.storage.repositories import InboxRepository, MessengerRepository, OutboxRepository
+from bot.storage.repositories import MessengerRepository
 
 PAGE_ID = "137542570280111"
 POST = f"{PAGE_ID}_1"

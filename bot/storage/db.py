@@ -31,7 +31,7 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.orm import Session
 
 from bot.storage import sqlite_inline
-from bot.storage.repositories import forget_queued_jobs, insert_queued_jobs
+from bot.storage.jobs import forget_queued_jobs, insert_queued_jobs
 
 T = TypeVar("T")
 

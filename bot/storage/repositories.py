@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import functools
-import sqlite3
-import time
 from collections.abc import Collection, Sequence
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -19,26 +16,23 @@ from sqlalchemy import (
     func,
     insert,
     literal_column,
-    or_,
     select,
     update,
 )
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import Session, SessionTransaction, aliased
+from sqlalchemy.orm import aliased
 from sqlalchemy.sql.elements import BindParameter
-from sqlalchemy.sql.selectable import ExecutableReturnsRows
 
 from bot.domain import Channel, Direction, MessageState, TaskStatus
 from bot.routing import MessageView, TaskView
+from bot.storage.inbox import InboxRepository
+from bot.storage.jobs import OutboxRepository
 from bot.storage.models import (
     ConnectLink,
     Contact,
     DataDeletionRequest,
     InboxItem,
     Message,
-    OutboxJob,
     Page,
     PageTokenHealth,
     Post,
@@ -277,73 +271,9 @@ def _relay_view() -> Select[Task, Message, str | None, str | None]:
     )
 
 
-def _head_ids() -> Select[int]:
-    """The oldest pending job of each lane, where it is due and nobody holds it (a lane
-    runs in id order), but for the ``busy`` lanes. One pass over ``ix_outbox_state_lane``
-    (pending jobs only)."""
-    first = select(func.min(OutboxJob.id)).where(OutboxJob.state == "pending")
-    now: BindParameter[float] = bindparam("now")
-    return (
-        select(OutboxJob.id)
-        .where(
-            OutboxJob.id.in_(first.group_by(OutboxJob.lane)),
-            OutboxJob.next_attempt_at <= now,
-            or_(OutboxJob.claimed_until.is_(None), OutboxJob.claimed_until < now),
-            OutboxJob.lane.not_in(bindparam("busy", expanding=True)),
-        )
-        .order_by(OutboxJob.id)
-        .limit(bindparam("limit"))
-    )
-
-
-def _claim_heads(for_update: bool) -> ExecutableReturnsRows:
-    """Claim the heads until ``until``: the claim repeats the head's conditions, so of two
-    replicas that read the same head only one gets it."""
-    ids: Select[int] = _head_ids()
-    if for_update:
-        # PostgreSQL may run a LIMIT … SKIP LOCKED subquery of an UPDATE more than once and
-        # claim more than the limit: the heads are taken once, in a materialized CTE
-        heads = ids.with_for_update(skip_locked=True).cte("heads").prefix_with("MATERIALIZED")
-        ids = select(heads.c.id)
-    now: BindParameter[float] = bindparam("now")
-    return (
-        select(OutboxJob)
-        .from_statement(
-            update(OutboxJob)
-            .where(
-                OutboxJob.id.in_(ids),
-                OutboxJob.state == "pending",
-                or_(OutboxJob.claimed_until.is_(None), OutboxJob.claimed_until < now),
-            )
-            .values(claimed_until=bindparam("until"))
-            .returning(OutboxJob)
-        )
-        .execution_options(populate_existing=True)
-    )
-
-
 # Built once, the hot path's statements keep their cache key and compiled form (building
 # a statement costs more than SQLite takes to run it).
 _RELAY_VIEW = _relay_view()
-_HEAD_IDS = _head_ids()
-_CLAIM_HEADS = _claim_heads(for_update=False)
-_CLAIM_HEADS_PG = _claim_heads(for_update=True)
-_FOLLOWING = (
-    select(OutboxJob.id, OutboxJob.kind, OutboxJob.payload)
-    .where(
-        OutboxJob.lane == bindparam("lane"),
-        OutboxJob.state == "pending",
-        OutboxJob.id > bindparam("after"),
-    )
-    .order_by(OutboxJob.id)
-    .limit(bindparam("limit"))
-)
-_COMPLETE = (
-    update(OutboxJob)
-    .where(OutboxJob.id.in_(bindparam("ids", expanding=True)), OutboxJob.state == "pending")
-    .values(state="done")
-    .execution_options(synchronize_session=False)
-)
 _MARK_SHOWN = (
     update(Message)
     .where(Message.id.in_(bindparam("ids", expanding=True)))
@@ -368,26 +298,6 @@ _PAGES_BY_IDS = select(Page).where(Page.id.in_(_IDS))
 _CONTACTS_BY_FB_IDS = select(Contact).where(Contact.fb_id.in_(_IDS))
 _STORED_FB_IDS = select(Message.fb_id).where(Message.fb_id.in_(_IDS))
 _MESSAGES_BY_IDS = select(Message).where(Message.id.in_(_IDS))
-_INBOX_PENDING = (
-    select(InboxItem)
-    .where(InboxItem.processed_at.is_(None), InboxItem.next_attempt_at <= bindparam("now"))
-    .order_by(InboxItem.id)
-    .limit(bindparam("limit"))
-)
-_MARK_PROCESSED = (
-    update(InboxItem)
-    .where(InboxItem.id.in_(_IDS))
-    .values(processed_at=bindparam("at"), error=None)
-    .execution_options(synchronize_session=False)
-)
-_INBOX_BACKLOG = select(func.count()).select_from(InboxItem).where(InboxItem.processed_at.is_(None))
-_NEXT_DUE = select(func.min(OutboxJob.next_attempt_at)).where(OutboxJob.state == "pending")
-_OUTBOX_BACKLOG = select(func.count()).select_from(OutboxJob).where(OutboxJob.state == "pending")
-# pruning the outbox (OutboxRepository.prune)
-_DELETE_JOBS = (
-    delete(OutboxJob).where(OutboxJob.id.in_(_IDS)).execution_options(synchronize_session=False)
-)
-PRUNE_CHUNK = 5000  # ids a statement deletes at most
 _MESSAGE_COLUMNS = tuple(c.key for c in Message.__table__.columns if c.key != "id")
 # Core statements (on the table, not the entity): the ORM neither flushes nor tracks them
 _MESSAGES = cast(Table, Message.__table__)
@@ -615,347 +525,6 @@ class QuickReplyRepository:
             return False
         await s.delete(row)
         return True
-
-
-_INBOX = cast(Table, InboxItem.__table__)
-# Core, on the table: the ORM's bulk insert costs 30 us a row, Core's 25
-_INBOX_ADD_PG = pg_insert(_INBOX).on_conflict_do_nothing(index_elements=["source", "dedupe_key"])
-_INBOX_ADD_SQLITE = sqlite_insert(_INBOX).on_conflict_do_nothing(
-    index_elements=["source", "dedupe_key"]
-)
-# A delivery as the intake hands it in: these columns, in this order.
-INBOX_COLUMNS = ("source", "dedupe_key", "payload", "lane", "received_at")
-_INBOX_FRESH = {"processed_at": None, "attempts": 0, "next_attempt_at": 0.0}
-_INBOX_APPEND = (
-    f"INSERT INTO {InboxItem.__tablename__} "
-    f"({', '.join(INBOX_COLUMNS)}, processed_at, attempts, next_attempt_at) VALUES "
-)
-_INBOX_APPEND_ROW = f"({', '.join('?' * len(INBOX_COLUMNS))}, NULL, 0, 0.0)"
-_INBOX_APPEND_END = " ON CONFLICT (source, dedupe_key) DO NOTHING"
-APPEND_MAX = 1000  # rows in one INSERT, at most (5,000 parameters)
-
-
-@functools.lru_cache(maxsize=64)
-def _inbox_append(rows: int) -> str:
-    return _INBOX_APPEND + ", ".join([_INBOX_APPEND_ROW] * rows) + _INBOX_APPEND_END
-
-
-class InboxRepository:
-    """Durable intake. ``add_many`` ignores repeats of (source, dedupe_key)."""
-
-    async def add_many(self, s: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
-        if not rows:
-            return
-        postgres = s.get_bind().dialect.name == "postgresql"
-        await s.execute(_INBOX_ADD_PG if postgres else _INBOX_ADD_SQLITE, list(rows))
-
-    async def add_fresh(self, s: AsyncSession, rows: Sequence[tuple[Any, ...]]) -> None:
-        """New deliveries, each ``INBOX_COLUMNS``' values."""
-        await self.add_many(
-            s, [dict(zip(INBOX_COLUMNS, row, strict=True), **_INBOX_FRESH) for row in rows]
-        )
-
-    @staticmethod
-    def append_fresh(conn: sqlite3.Connection, rows: Sequence[tuple[Any, ...]]) -> None:
-        """``add_fresh`` on a ``sqlite3`` connection in autocommit mode
-        (``Database.run_durably``), all or nothing: one statement for up to
-        ``APPEND_MAX`` rows, or as many as the build's limit on parameters allows (999
-        before SQLite 3.32). (``executemany`` runs a statement a row, and each lets go of
-        the GIL and takes it back from the event loop's thread.)"""
-        if not rows:
-            return
-        most = min(
-            APPEND_MAX,
-            conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // len(INBOX_COLUMNS),
-        )
-        if len(rows) <= most:
-            conn.execute(_inbox_append(len(rows)), [v for row in rows for v in row])
-            return
-        conn.execute("BEGIN IMMEDIATE")
-        for start in range(0, len(rows), most):
-            chunk = rows[start : start + most]
-            conn.execute(_inbox_append(len(chunk)), [v for row in chunk for v in row])
-        conn.execute("COMMIT")
-
-    async def pending(self, s: AsyncSession, limit: int, now: float) -> list[InboxItem]:
-        return list(await s.scalars(_INBOX_PENDING, {"now": now, "limit": limit}))
-
-    async def claim_lanes(
-        self, s: AsyncSession, now: float, until: float, lanes: int, per_lane: int
-    ) -> list[InboxItem]:
-        """Several replicas (PostgreSQL): take up to ``lanes`` lanes that nobody holds, with
-        up to ``per_lane`` of each lane's deliveries from its oldest on, until ``until``.
-
-        A lane is held while any of its deliveries is taken: so one replica at a time
-        handles a lane, in the order its deliveries were stored. A delivery waiting for a
-        retry steps aside (its lane goes on). Deliveries without a lane have no order.
-        """
-        head, other = aliased(InboxItem, name="head"), aliased(InboxItem, name="other")
-        heads = (
-            select(head.id)
-            .where(
-                head.processed_at.is_(None),
-                head.next_attempt_at <= now,
-                or_(head.claimed_until.is_(None), head.claimed_until < now),
-                ~select(other.id)
-                .where(
-                    other.lane == head.lane,
-                    other.processed_at.is_(None),
-                    or_(
-                        and_(other.next_attempt_at <= now, other.id < head.id),
-                        other.claimed_until >= now,
-                    ),
-                )
-                .exists(),
-            )
-            .order_by(head.id)
-            .limit(lanes)
-            .with_for_update(skip_locked=True)
-        )
-        taken = list(await self._take(s, InboxItem.id.in_(heads), now, until))
-        held = {item.lane for item in taken if item.lane is not None}
-        if held and per_lane > 1:
-            behind = aliased(InboxItem, name="behind")
-            numbered = (
-                select(
-                    behind.id,
-                    func.row_number().over(partition_by=behind.lane, order_by=behind.id).label("n"),
-                )
-                .where(
-                    behind.lane.in_(held),
-                    behind.processed_at.is_(None),
-                    behind.next_attempt_at <= now,
-                    or_(behind.claimed_until.is_(None), behind.claimed_until < now),
-                )
-                .subquery()
-            )
-            first = select(numbered.c.id).where(numbered.c.n < per_lane)
-            taken += await self._take(s, InboxItem.id.in_(first), now, until)
-        return sorted(taken, key=lambda item: item.id)
-
-    @staticmethod
-    async def _take(
-        s: AsyncSession, which: ColumnElement[bool], now: float, until: float
-    ) -> Sequence[InboxItem]:
-        result = await s.scalars(
-            select(InboxItem).from_statement(
-                update(InboxItem)
-                .where(
-                    which,
-                    or_(InboxItem.claimed_until.is_(None), InboxItem.claimed_until < now),
-                )
-                .values(claimed_until=until)
-                .returning(InboxItem)
-            ),
-            execution_options={"populate_existing": True},
-        )
-        return result.all()
-
-    async def release(self, s: AsyncSession, item_ids: Sequence[int], until: float) -> None:
-        """Give back deliveries taken until ``until`` and not handled (a replica stopping,
-        or a batch that took long): another replica may take them at once."""
-        if item_ids:
-            await s.execute(
-                update(InboxItem)
-                .where(
-                    InboxItem.id.in_(item_ids),
-                    InboxItem.claimed_until == until,
-                    InboxItem.processed_at.is_(None),
-                )
-                .values(claimed_until=None)
-            )
-
-    async def renew(
-        self, s: AsyncSession, item_ids: Sequence[int], until: float, new_until: float
-    ) -> int:
-        """Extend a claim made until ``until``; how many of the deliveries were still ours."""
-        if not item_ids:
-            return 0
-        result = await s.execute(
-            update(InboxItem)
-            .where(InboxItem.id.in_(item_ids), InboxItem.claimed_until == until)
-            .values(claimed_until=new_until)
-        )
-        return int(result.rowcount)  # type: ignore[attr-defined]
-
-    async def mark_processed(self, s: AsyncSession, item_id: int, error: str | None = None) -> None:
-        await s.execute(
-            update(InboxItem)
-            .where(InboxItem.id == item_id)
-            .values(processed_at=time.time(), error=error)
-        )
-
-    async def mark_processed_many(self, s: AsyncSession, ids: Sequence[int]) -> None:
-        """Deliveries handled together, in the transaction that carried them out."""
-        await s.execute(_MARK_PROCESSED, {"ids": list(ids), "at": time.time()})
-
-    async def backlog(self, s: AsyncSession) -> int:
-        return int(await s.scalar(_INBOX_BACKLOG) or 0)
-
-    async def prune(self, s: AsyncSession, processed_before: float) -> int:
-        """Forget deliveries handled without error before then; failed ones stay."""
-        result = await s.execute(
-            delete(InboxItem).where(
-                InboxItem.processed_at < processed_before, InboxItem.error.is_(None)
-            )
-        )
-        return int(result.rowcount)  # type: ignore[attr-defined]
-
-
-QUEUED_JOBS = "pagedesk.queued_jobs"
-_INSERT_JOBS = insert(OutboxJob)  # run on the connection: Core
-
-# A queued job: its row, and the savepoint it was queued in (None: the transaction itself)
-Queued = tuple[dict[str, Any], SessionTransaction | None]
-
-
-def insert_queued_jobs(session: Session) -> None:
-    """Before a commit (``Database``'s sessions): the jobs ``OutboxRepository.add`` queued,
-    in one statement, in the order they were queued. A savepoint released keeps its jobs
-    queued: they go in with the transaction's."""
-    if session.in_nested_transaction():
-        return  # a savepoint is being released
-    queued: list[Queued] | None = session.info.pop(QUEUED_JOBS, None)
-    if queued:
-        session.connection().execute(_INSERT_JOBS, [row for row, _ in queued])
-
-
-def _within(savepoint: SessionTransaction | None, ended: SessionTransaction) -> bool:
-    while savepoint is not None:
-        if savepoint is ended:
-            return True
-        savepoint = savepoint.parent
-    return False
-
-
-def forget_queued_jobs(session: Session, transaction: SessionTransaction) -> None:
-    """A transaction rolled back takes its queued jobs with it; a savepoint rolled back,
-    the jobs queued in it (and in the savepoints it held). A failed flush rolls back the
-    savepoint it ran in, or the transaction, as SQLAlchemy does."""
-    ended: SessionTransaction | None = transaction
-    while ended is not None and not ended.nested and ended.parent is not None:
-        ended = ended.parent  # a flush's own: what it rolled back is the one around it
-    if ended is None or ended.parent is None:
-        session.info.pop(QUEUED_JOBS, None)
-    else:
-        queued: list[Queued] = session.info.get(QUEUED_JOBS, [])
-        queued[:] = [(row, sp) for row, sp in queued if not _within(sp, ended)]
-
-
-class OutboxRepository:
-    def add(
-        self, s: AsyncSession, lane: str, kind: str, payload: dict[str, Any], delay: float = 0.0
-    ) -> None:
-        """Queue a job, inserted as the transaction commits: a transaction's jobs go in one
-        statement (``insert_queued_jobs``), not one flush each. One queued in a savepoint
-        goes if the savepoint is rolled back (``forget_queued_jobs``)."""
-        row = {
-            "lane": lane,
-            "kind": kind,
-            "payload": payload,
-            "state": "pending",
-            "attempts": 0,
-            "next_attempt_at": time.time() + delay,
-        }
-        session = s.sync_session
-        queued: list[Queued] = session.info.setdefault(QUEUED_JOBS, [])
-        queued.append((row, session.get_nested_transaction()))
-
-    async def claim_heads(
-        self, s: AsyncSession, now: float, lease: float, limit: int, busy: Collection[str]
-    ) -> list[OutboxJob]:
-        """Claim up to ``limit`` lane heads for ``lease`` seconds in one statement, skipping
-        the ``busy`` lanes (running here). The claim repeats the head's conditions, so of two
-        replicas that read the same head only one gets it."""
-        pg = s.get_bind().dialect.name == "postgresql"
-        result = await s.scalars(
-            _CLAIM_HEADS_PG if pg else _CLAIM_HEADS,
-            {"now": now, "until": now + lease, "limit": limit, "busy": list(busy)},
-        )
-        return sorted(result, key=lambda job: job.id)
-
-    async def any_head(self, s: AsyncSession, now: float, busy: Collection[str]) -> bool:
-        """Is a lane head due that nobody holds? (A read, before claiming in a write.)"""
-        params = {"now": now, "limit": 1, "busy": list(busy)}
-        return (await s.scalar(_HEAD_IDS, params)) is not None
-
-    async def finish_many(self, s: AsyncSession, ran: Sequence[tuple[int, int]]) -> None:
-        """Jobs that ran, as (id, attempts): done, with their claims given up."""
-        await s.execute(
-            update(OutboxJob),
-            [
-                {"id": job_id, "attempts": attempts, "state": "done", "claimed_until": None}
-                for job_id, attempts in ran
-            ],
-        )
-
-    async def extend(self, s: AsyncSession, job_ids: Sequence[int], until: float) -> None:
-        """Renew the claims on jobs still running."""
-        await s.execute(
-            update(OutboxJob)
-            .where(
-                OutboxJob.id.in_(job_ids),
-                OutboxJob.state == "pending",
-                OutboxJob.claimed_until.is_not(None),
-            )
-            .values(claimed_until=until)
-        )
-
-    async def postpone(self, s: AsyncSession, job_id: int, until: float) -> None:
-        """Give a claimed job back to run at ``until`` (its destination's limit is reached)."""
-        await s.execute(
-            update(OutboxJob)
-            .where(OutboxJob.id == job_id)
-            .values(claimed_until=None, next_attempt_at=until)
-        )
-
-    async def release_all(self, s: AsyncSession) -> None:
-        """At the start of the only process (SQLite): leases of a dead process end now."""
-        await s.execute(
-            update(OutboxJob).where(OutboxJob.claimed_until.is_not(None)).values(claimed_until=None)
-        )
-
-    async def following(
-        self, s: AsyncSession, lane: str, after_id: int, limit: int
-    ) -> list[tuple[int, str, dict[str, Any]]]:
-        """The pending jobs queued behind ``after_id`` in its lane: (id, kind, payload)."""
-        rows = await s.execute(_FOLLOWING, {"lane": lane, "after": after_id, "limit": limit})
-        return [(row[0], row[1], row[2]) for row in rows]
-
-    async def complete(self, s: AsyncSession, job_ids: Sequence[int]) -> None:
-        """Jobs whose work another job did (a digest of several relays)."""
-        if job_ids:
-            await s.execute(_COMPLETE, {"ids": list(job_ids)})
-
-    async def next_due(self, s: AsyncSession) -> float | None:
-        value = await s.scalar(_NEXT_DUE)
-        return float(value) if value is not None else None
-
-    async def backlog(self, s: AsyncSession) -> int:
-        return int(await s.scalar(_OUTBOX_BACKLOG) or 0)
-
-    async def prune(self, s: AsyncSession, created_before: datetime) -> int:
-        """Forget jobs done before then; failed and pending ones stay.
-
-        Ids grow with the time a job was created: the first job created since then bounds
-        what goes, and only the rows before it are read, by id. (``created_at`` has no
-        index, and ``state`` leads two: a filter on them read every done job, 0.37 s on
-        the loop's thread with 1,000,000, every 10 minutes.)"""
-        first_kept = await s.scalar(
-            select(OutboxJob.id)
-            .where(OutboxJob.created_at >= created_before)
-            .order_by(OutboxJob.id)
-            .limit(1)
-        )
-        older = select(OutboxJob.id, OutboxJob.state)
-        if first_kept is not None:
-            older = older.where(OutboxJob.id < first_kept)
-        else:
-            older = older.where(OutboxJob.created_at < created_before)
-        done = [job_id for job_id, state in await s.execute(older) if state == "done"]
-        for at in range(0, len(done), PRUNE_CHUNK):
-            await s.execute(_DELETE_JOBS, {"ids": done[at : at + PRUNE_CHUNK]})
-        return len(done)
 
 
 class Repositories:
