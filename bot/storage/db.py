@@ -119,8 +119,11 @@ class Database:
         self.is_sqlite = url.startswith("sqlite")
         kwargs: dict[str, Any] = {}
         path = make_url(url).database if self.is_sqlite else None
-        if path and path != ":memory:":
-            kwargs["async_creator"] = sqlite_inline.connector(path)
+        # a SQLite file (not in memory): pooled inline connections, a durable engine, and
+        # the intake's thread (``run_durably``)
+        self._path = path if path and path != ":memory:" else None
+        if self._path is not None:
+            kwargs["async_creator"] = sqlite_inline.connector(self._path)
             kwargs["module"] = sqlite_inline.DBAPI
             # Connections stay open: a new one costs a thread and its pragmas, and the
             # outbox's 16 lanes with the inbox and the intake read at once.
@@ -134,13 +137,14 @@ class Database:
         self._durable_engine: AsyncEngine | None = None
         self._durable_sessions = self.sessions
         if self.is_sqlite:
-            # SQLite, WAL. A durable write (``write(durable=True)``: the intake's, before
-            # its 200, and an answer marked as being sent, before its call) is on disk when
-            # it commits, power loss included (synchronous=FULL), through connections of
-            # its own. Other writes are not flushed on their own (NORMAL): a crashed
-            # process loses none of them, a crashed machine may lose the last ones, which
-            # then run again; each durable commit flushes them too, as it flushes the WAL.
-            full = path is not None and path != ":memory:"
+            # SQLite, WAL. A durable write (``write(durable=True)``: an answer marked as
+            # being sent, before its call; the intake's batches, before their 200, go
+            # through ``run_durably``) is on disk when it commits, power loss included
+            # (synchronous=FULL), through connections of its own. Other writes are not
+            # flushed on their own (NORMAL): a crashed process loses none of them, a crashed
+            # machine may lose the last ones, which then run again; each durable commit
+            # flushes them too, as it flushes the WAL.
+            full = self._path is not None
             event.listen(
                 self.engine.sync_engine, "connect", _sqlite_pragmas("NORMAL" if full else "FULL")
             )
@@ -152,8 +156,6 @@ class Database:
                     self._durable_engine, expire_on_commit=False, sync_session_class=JobSession
                 )
         self._write_lock = _WriteLock() if self.is_sqlite else None
-        # SQLite file: the intake's batches, written in a thread (``run_durably``)
-        self._path = path if path and path != ":memory:" else None
         self._thread: ThreadPoolExecutor | None = None
         self._thread_conn: sqlite3.Connection | None = None
         self._closed = False
